@@ -1,0 +1,29 @@
+"""The one place that picks a framework: `get()` returns the module of the
+active Keras backend. Every module here offers the same two functions:
+
+- `nested_derivatives(f, x, order, full_hessian)`: for `f` mapping `(B, d)`
+  to `(B, m)`, with the points of the batch independent of each other,
+  returns `[y, J, D2, ..., Dk]`: `y` `(B, m)`, the Jacobian `J` `(B, m, d)`,
+  then the pure partials `D_k[b, j, i] = d^k y_j / dx_i^k` `(B, m, d)`, or
+  for `full_hessian=True` and order 2 the Hessian `(B, m, d, d)`. Raises
+  `NotDifferentiableError` when `y` does not depend differentiably on `x`.
+- `depends_on_input(f, x)`: whether `f(x)` is differentiably connected to `x`.
+"""
+
+import importlib
+
+import keras
+
+SUPPORTED_BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def get():
+    name = keras.backend.backend()
+    if name not in SUPPORTED_BACKENDS:
+        raise RuntimeError(
+            f"keras_deriv cannot differentiate on the Keras backend {name!r}: "
+            "it has no automatic differentiation. Use one of "
+            f"{', '.join(SUPPORTED_BACKENDS)}, e.g. `KERAS_BACKEND=tensorflow` "
+            "set before keras is imported."
+        )
+    return importlib.import_module(f"keras_deriv.backend.{name}")

@@ -1,0 +1,74 @@
+"""Nested forward mode on JAX: `jax.jvp` inside `jax.jvp`, one direction per
+input feature, vectorised over the directions with `jax.vmap`.
+
+Forward mode fits the usual shape of the problem (few inputs, a batch of
+independent points): the tangent `e_i` broadcast over the batch gives every
+point's directional derivative at once. The closure over the model's
+variables is differentiable by an outer `jax.grad` (a training step).
+"""
+
+import jax
+import jax.extend.core
+import jax.numpy as jnp
+
+
+def _basis(x):
+    """`(d, B, d)`: direction i is e_i for every point of the batch."""
+    d = x.shape[-1]
+    eye = jnp.eye(d, dtype=x.dtype)
+    return jnp.broadcast_to(eye[:, None, :], (d, *x.shape))
+
+
+def _along(f, x, v, order):
+    """`[f, D_v f, ..., D_v^order f]` at `x` by nested jvps."""
+
+    def levels(k):
+        if k == 0:
+            return lambda z: (f(z),)
+        inner = levels(k - 1)
+
+        def nested(z):
+            primals, tangents = jax.jvp(inner, (z,), (v,))
+            return (*primals, tangents[-1])
+
+        return nested
+
+    return levels(order)(x)
+
+
+def nested_derivatives(f, x, order, full_hessian):
+    x = jnp.asarray(x)
+    basis = _basis(x)
+    along_all = jax.vmap(lambda v: _along(f, x, v, order), out_axes=-1)
+    y, *partials = along_all(basis)
+    y = y[..., 0]
+    if not full_hessian:
+        return [y, *partials]
+
+    def second(vi, vl):
+        first = lambda z: jax.jvp(f, (z,), (vi,))[1]  # noqa: E731
+        return jax.jvp(first, (x,), (vl,))[1]
+
+    hessian = jax.vmap(
+        jax.vmap(second, in_axes=(None, 0), out_axes=-1),
+        in_axes=(0, None),
+        out_axes=-2,
+    )(basis, basis)
+    return [y, partials[0], hessian]
+
+
+def depends_on_input(f, x):
+    """Dependency analysis of the jvp's jaxpr: is any tangent output computed
+    from the input tangent? (`stop_gradient` leaves a constant zero there.)"""
+    x = jnp.asarray(x)
+    closed = jax.make_jaxpr(lambda t: jax.jvp(f, (x,), (t,))[1])(x)
+    jaxpr = closed.jaxpr
+    live = set(jaxpr.invars)
+
+    def reaches(v):
+        return not isinstance(v, jax.extend.core.Literal) and v in live
+
+    for eqn in jaxpr.eqns:
+        if any(reaches(v) for v in eqn.invars):
+            live.update(eqn.outvars)
+    return any(reaches(v) for v in jaxpr.outvars)

@@ -1,0 +1,1 @@
+"""How derivatives are computed: one module per engine."""

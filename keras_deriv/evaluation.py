@@ -1,0 +1,112 @@
+"""`derivatives()`: NumPy in, NumPy out, evaluated in fixed-size chunks."""
+
+import weakref
+
+import keras
+import numpy as np
+
+from keras_deriv.layers.derivative_model import DerivativeModel
+
+# One compiled evaluator per (model, options), so repeated calls (a callback,
+# a loop over slices) reuse the traced function instead of retracing.
+_EVALUATORS = weakref.WeakKeyDictionary()
+
+DEFAULT_BATCH_SIZE = 4096
+
+
+def _evaluator(model, d, dtype, options):
+    cache = _EVALUATORS.setdefault(model, {})
+    key = (d, dtype, options)
+    if key not in cache:
+        inputs = keras.Input((d,), dtype=dtype)
+        outputs = DerivativeModel(model, **dict(options))(inputs)
+        cache[key] = keras.Model(inputs, outputs)
+    return cache[key]
+
+
+def _as_float_array(x):
+    x = np.asarray(x)
+    if x.ndim != 2:
+        hint = (
+            " For one feature, add its axis: x.reshape(-1, 1)." if x.ndim == 1 else ""
+        )
+        raise ValueError(
+            f"derivatives() expects x of shape (n, d); got shape {x.shape}.{hint}"
+        )
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(
+            f"derivatives() got x of dtype {x.dtype}; derivatives need float "
+            "inputs. Cast it first, e.g. x.astype('float32')."
+        )
+    return x
+
+
+def derivatives(
+    model: keras.layers.Layer,
+    x,
+    order: int = 2,
+    hessian: str = "diagonal",
+    wrt: list[int] | None = None,
+    batch_size: int | None = None,
+    method: str = "auto",
+) -> tuple[np.ndarray, ...]:
+    """Input derivatives of a Keras model at the points `x`, as NumPy arrays.
+
+    The points are evaluated in chunks of `batch_size` by one compiled
+    function (the last chunk is padded, so its shape never triggers a
+    recompilation), which keeps memory bounded for millions of points.
+    Repeated calls with the same model and options reuse that function.
+
+    Args:
+        model: a Keras model or layer mapping `(batch, d)` to `(batch, *out)`.
+        x: array-like of shape `(n, d)`, float. Its dtype is kept (use
+            float64 with a float64 model for reference values).
+        order: highest derivative order, 1 to 4. Defaults to `2`.
+        hessian: `"diagonal"`, `"full"` or `"laplacian"`, as in
+            `DerivativeModel`. Defaults to `"diagonal"`.
+        wrt: indices of the input features to differentiate, or `None` for
+            all. Defaults to `None`.
+        batch_size: points per chunk; `None` evaluates up to 4096 points at
+            a time. Defaults to `None`.
+        method: `"auto"` or `"autodiff"`. Defaults to `"auto"`.
+
+    Returns:
+        A tuple of `order + 1` arrays `(y, dy, d2y, ...)` with the shapes of
+        `DerivativeModel`'s outputs.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from keras_deriv import derivatives
+    >>> net = keras.Sequential([keras.Input((1,)),
+    ...                         keras.layers.Dense(8, activation="tanh"),
+    ...                         keras.layers.Dense(1)])
+    >>> x = np.linspace(0, 1, 100, dtype="float32").reshape(-1, 1)
+    >>> y, dy, d2y = derivatives(net, x, order=2)
+    >>> dy.shape
+    (100, 1, 1)
+    """
+    x = _as_float_array(x)
+    if batch_size is None:
+        batch_size = min(len(x), DEFAULT_BATCH_SIZE)
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or batch_size < 1
+    ):
+        raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
+    options = (
+        ("order", order),
+        ("hessian", hessian),
+        ("method", method),
+        ("wrt", tuple(wrt) if wrt is not None else None),
+    )
+    evaluator = _evaluator(model, x.shape[1], str(x.dtype), options)
+    n = len(x)
+    if n == 0:
+        raise ValueError("derivatives() got no points (x has 0 rows).")
+    padded = -n % batch_size
+    if padded:
+        x = np.concatenate([x, np.repeat(x[-1:], padded, axis=0)])
+    outputs = evaluator.predict(x, batch_size=batch_size, verbose=0)
+    return tuple(np.asarray(o)[:n] for o in outputs)

@@ -1,0 +1,3 @@
+from keras_deriv.layers.derivative_model import DerivativeModel
+
+__all__ = ["DerivativeModel"]

@@ -1,0 +1,357 @@
+"""`DerivativeModel`: a model's output and its input derivatives as outputs."""
+
+import copy
+import math
+import operator
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_deriv import backend, differentiability
+from keras_deriv.engines import autodiff
+from keras_deriv.errors import NotDifferentiableError
+
+HESSIAN_MODES = ("diagonal", "full", "laplacian")
+METHODS = ("auto", "autodiff")
+MAX_ORDER = 4
+OUTPUT_KEYS = ("y", "dy", "d2y", "d3y", "d4y")
+
+
+def _check_order(order):
+    if isinstance(order, bool) or not isinstance(order, int):
+        raise TypeError(
+            f"`order` must be an int from 1 to {MAX_ORDER}; got {order!r} "
+            f"of type {type(order).__name__}."
+        )
+    if not 1 <= order <= MAX_ORDER:
+        raise ValueError(
+            f"`order` must be from 1 to {MAX_ORDER} (1: [y, dy], 2: [y, dy, "
+            f"d2y], ...); got {order}."
+        )
+    return order
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"Unknown `{name}`={value!r}. Expected one of "
+            f"{', '.join(repr(c) for c in choices)}."
+        )
+    return value
+
+
+def _check_method(method):
+    if method == "taylor":
+        raise ValueError(
+            'method="taylor" (forward Taylor mode) is not available in this '
+            'version of keras_deriv. Use method="autodiff" or "auto".'
+        )
+    return _check_choice("method", method, METHODS)
+
+
+def _check_wrt(wrt):
+    if wrt is None:
+        return None
+    if isinstance(wrt, int) and not isinstance(wrt, bool):
+        wrt = [wrt]
+    try:
+        indices = [operator.index(i) for i in wrt]
+    except TypeError:
+        raise TypeError(
+            "`wrt` must be a list of integer feature indices, e.g. wrt=[0]; "
+            f"got {wrt!r}."
+        ) from None
+    if any(isinstance(i, bool) for i in wrt):
+        raise TypeError(f"`wrt` must hold integer indices, not booleans; got {wrt!r}.")
+    if not indices:
+        raise ValueError("`wrt` is empty: name at least one input feature.")
+    repeated = sorted({i for i in indices if indices.count(i) > 1})
+    if repeated:
+        raise ValueError(
+            f"`wrt` repeats the feature indices {repeated}; each input "
+            "feature may be named once."
+        )
+    if min(indices) < 0:
+        raise ValueError(
+            f"`wrt` indices must be non-negative (counted from 0); got {indices}."
+        )
+    return tuple(indices)
+
+
+@keras.saving.register_keras_serializable(package="keras_deriv")
+class DerivativeModel(keras.layers.Layer):
+    """Wraps a model so that its outputs are `[y, dy/dx, d²y/dx², ...]`.
+
+    The wrapped `model` (any Keras model or layer) maps a float input of
+    shape `(batch, d)` to one tensor of shape `(batch, *out)`. Derivatives
+    are taken with respect to the input, point by point: each row of the
+    batch is differentiated on its own, so the wrapped model must treat the
+    rows independently (true of all usual layers; not of `BatchNormalization`
+    in training mode).
+
+    Output shapes, with `d'` the number of differentiated features
+    (`len(wrt)`, or `d`):
+
+    | output | shape |
+    |---|---|
+    | `y` | `(batch, *out)` |
+    | `dy` | `(batch, *out, d')`: the Jacobian |
+    | `d2y`, `hessian="diagonal"` | `(batch, *out, d')`: ∂²y/∂x_i² |
+    | `d2y`, `hessian="full"` | `(batch, *out, d', d')` |
+    | `d2y`, `hessian="laplacian"` | `(batch, *out)`: Σ_i ∂²y/∂x_i² |
+    | order k ≥ 3 | `(batch, *out, d')`: ∂ᵏy/∂x_iᵏ |
+
+    The layer's weights are the wrapped model's, so a loss on any output
+    trains the wrapped model through `model.fit`. All outputs of one layer
+    share its name in a Functional model; to put losses on some of them,
+    return a dict, e.g. `dict(zip(layer.output_keys, layer(x)))`, and key
+    the losses by `"y"`, `"dy"`, `"d2y"`, ... A loss on derivatives only
+    cannot reach the last layer's bias (it has no effect on them), so Keras
+    warns that its gradient does not exist: add a loss on `y`, or ignore it.
+
+    Args:
+        model: the Keras model or layer to differentiate. Its input is a
+            float tensor `(batch, d)`, its output one tensor.
+        order: highest derivative order, an int from 1 to 4. Defaults to `2`.
+        hessian: what the second derivative is: `"diagonal"` (pure partials
+            ∂²y/∂x_i²), `"full"` (all ∂²y/∂x_i∂x_j) or `"laplacian"` (their
+            trace). Orders 3 and 4 need `"diagonal"`. Defaults to
+            `"diagonal"`.
+        wrt: indices of the input features to differentiate with respect to
+            (e.g. `[0]` for x of an input `(x, t)`), the others held fixed;
+            `None` for all. Defaults to `None`.
+        method: `"autodiff"` (the backend's nested automatic
+            differentiation, works for any layer) or `"auto"` (the fastest
+            correct engine; currently autodiff). Defaults to `"auto"`.
+        **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: float tensor `(batch, d)`. A single feature needs its axis:
+            `x.reshape(-1, 1)`, not `x` of shape `(batch,)`.
+
+    Returns:
+        A list of `order + 1` tensors `[y, dy, d2y, ...]`, shaped as above.
+
+    Raises:
+        ValueError: bad `order`, `hessian`, `method` or `wrt`, or an input
+            of the wrong rank.
+        TypeError: an integer input.
+        NotDifferentiableError: a layer of `model` cuts the derivative
+            (`Embedding`, `argmax`, `stop_gradient`, ...).
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from keras_deriv import DerivativeModel
+    >>> net = keras.Sequential([keras.Input((1,)),
+    ...                         keras.layers.Dense(16, activation="tanh"),
+    ...                         keras.layers.Dense(1)])
+    >>> y, dy, d2y = DerivativeModel(net, order=2)(np.ones((5, 1), "float32"))
+    >>> tuple(d2y.shape)
+    (5, 1, 1)
+    """
+
+    def __init__(
+        self,
+        model: keras.layers.Layer,
+        order: int = 2,
+        hessian: str = "diagonal",
+        wrt: list[int] | None = None,
+        method: str = "auto",
+        **kwargs: Any,
+    ):
+        backend.get()  # fail at construction on a backend without autodiff
+        super().__init__(**kwargs)
+        if not isinstance(model, keras.layers.Layer):
+            raise TypeError(
+                "DerivativeModel wraps a Keras model or layer; got "
+                f"{type(model).__name__}. Wrap plain functions in a "
+                "keras.layers.Layer subclass."
+            )
+        self.order = _check_order(order)
+        self.hessian = _check_choice("hessian", hessian, HESSIAN_MODES)
+        if self.order >= 3 and self.hessian != "diagonal":
+            raise ValueError(
+                f'order={self.order} needs hessian="diagonal" (orders 3 and 4 '
+                f'are pure partials ∂ᵏy/∂x_iᵏ); got hessian="{self.hessian}".'
+            )
+        self.wrt = _check_wrt(wrt)
+        self.method = _check_method(method)
+        self.model = model
+        self._connection_checked = False
+
+    @property
+    def output_keys(self) -> tuple[str, ...]:
+        """Names of the outputs in order: `("y", "dy", "d2y", ...)`."""
+        return OUTPUT_KEYS[: self.order + 1]
+
+    # -- shapes -------------------------------------------------------------
+
+    def _check_input_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 2:
+            hint = (
+                " For one feature, add its axis: x.reshape(-1, 1) or "
+                "keras.ops.expand_dims(x, -1)."
+                if len(input_shape) == 1
+                else " Flatten the features to one axis first."
+            )
+            raise ValueError(
+                f"DerivativeModel {self.name!r} expects inputs of shape "
+                f"(batch, d); got shape {input_shape}.{hint}"
+            )
+        d = input_shape[-1]
+        if d is None:
+            raise ValueError(
+                f"DerivativeModel {self.name!r} needs the number of input "
+                f"features to be known; got shape {input_shape}."
+            )
+        if self.wrt is not None and max(self.wrt) >= d:
+            raise ValueError(
+                f"`wrt`={list(self.wrt)} names a feature beyond the input's "
+                f"{d} features (valid indices: 0 to {d - 1})."
+            )
+        return input_shape
+
+    def _check_input_dtype(self, dtype):
+        dtype = keras.backend.standardize_dtype(dtype)
+        if not keras.backend.is_float_dtype(dtype):
+            raise TypeError(
+                f"DerivativeModel {self.name!r} got an input of dtype {dtype}; "
+                "derivatives need a float input. Cast it first, e.g. "
+                "x.astype('float32') or keras.ops.cast(x, 'float32')."
+            )
+
+    def _inner_output_shape(self, input_shape):
+        try:
+            out = self.model.compute_output_shape(input_shape)
+        except NotImplementedError:
+            spec = self.model.compute_output_spec(
+                keras.KerasTensor(input_shape, dtype=self.compute_dtype)
+            )
+            out = keras.tree.map_structure(lambda t: t.shape, spec)
+        if not (
+            isinstance(out, tuple | list)
+            and all(s is None or isinstance(s, int) for s in out)
+        ):
+            raise ValueError(
+                f"DerivativeModel wraps a model with one output tensor; "
+                f"{self.model.name!r} returns several ({out}). Wrap each "
+                "output in its own model."
+            )
+        return tuple(out)
+
+    def build(self, input_shape):
+        input_shape = self._check_input_shape(input_shape)
+        if not self.model.built:
+            self.model.build(input_shape)
+        self._out_shape = self._inner_output_shape(input_shape)[1:]
+        differentiability.raise_if_static_cut(self.model)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        input_shape = self._check_input_shape(input_shape)
+        out = self._inner_output_shape(input_shape)
+        batch, out = out[0], out[1:]
+        d = len(self.wrt) if self.wrt is not None else input_shape[-1]
+        shapes = [(batch, *out), (batch, *out, d)]
+        if self.order >= 2:
+            shapes.append(
+                {
+                    "diagonal": (batch, *out, d),
+                    "full": (batch, *out, d, d),
+                    "laplacian": (batch, *out),
+                }[self.hessian]
+            )
+        shapes += [(batch, *out, d)] * (self.order - 2)
+        return shapes
+
+    def compute_output_spec(self, inputs):
+        self._check_input_dtype(inputs.dtype)
+        return [
+            keras.KerasTensor(shape, dtype=self.compute_dtype)
+            for shape in self.compute_output_shape(inputs.shape)
+        ]
+
+    # -- computation --------------------------------------------------------
+
+    def _selected(self, x):
+        """`(f, x')`: the function of the differentiated features only, and
+        those features, with the other features of `x` held fixed."""
+        m = math.prod(self._out_shape)
+
+        def flat_model(z):
+            return ops.reshape(self.model(z), (-1, m))
+
+        if self.wrt is None:
+            return flat_model, x
+        d = x.shape[-1]
+        rest = [i for i in range(d) if i not in self.wrt]
+        order = list(self.wrt) + rest
+        # Gathers, not a matmul with a 0/1 matrix: exact even under TF32.
+        back = [order.index(i) for i in range(d)]
+        held = ops.take(x, rest, axis=1)
+
+        def f(selected):
+            return flat_model(
+                ops.take(ops.concatenate([selected, held], axis=1), back, axis=1)
+            )
+
+        return f, ops.take(x, list(self.wrt), axis=1)
+
+    def _check_connected(self, x):
+        if self._connection_checked:
+            return
+        if not backend.get().depends_on_input(self.model, x):
+            self._raise_not_connected(x)
+        self._connection_checked = True
+
+    def _raise_not_connected(self, x, cause=None):
+        culprit = differentiability.dynamic_cut(self.model, x)
+        where = f" at layer {culprit!r}" if culprit else ""
+        raise NotDifferentiableError(
+            f"The output of {self.model.name!r} does not depend differentiably "
+            f"on its input{where}: something on the path cuts the derivative "
+            "(stop_gradient, argmax, round, a cast to an integer dtype, a "
+            "lookup). Remove it from the wrapped model or move it after the "
+            "DerivativeModel."
+        ) from cause
+
+    def call(self, inputs):
+        self._check_input_dtype(inputs.dtype)
+        x = inputs
+        self._check_input_shape(x.shape)
+        self._check_connected(x)
+        f, x_sel = self._selected(x)
+        try:
+            levels = autodiff.derivatives(f, x_sel, self.order, self.hessian)
+        except NotDifferentiableError as err:
+            self._raise_not_connected(x, cause=err)
+        return self._unflatten(levels)
+
+    def _unflatten(self, levels):
+        # Trailing axes beyond (B, m) are the derivative axes: () for y and
+        # the Laplacian, (d,) or (d, d) for the others.
+        return [ops.reshape(t, (-1, *self._out_shape, *t.shape[2:])) for t in levels]
+
+    # -- saving -------------------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "model": keras.saving.serialize_keras_object(self.model),
+                "order": self.order,
+                "hessian": self.hessian,
+                "wrt": list(self.wrt) if self.wrt is not None else None,
+                "method": self.method,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "DerivativeModel":
+        config = copy.deepcopy(config)
+        config["model"] = keras.saving.deserialize_keras_object(config["model"])
+        return cls(**config)
