@@ -1,12 +1,14 @@
 """The one place that picks a framework: `get()` returns the module of the
 active Keras backend. Every module here offers the same two functions:
 
-- `nested_derivatives(f, x, order, full_hessian)`: for `f` mapping `(B, d)`
-  to `(B, m)`, with the points of the batch independent of each other,
-  returns `[y, J, D2, ..., Dk]`: `y` `(B, m)`, the Jacobian `J` `(B, m, d)`,
-  then the pure partials `D_k[b, j, i] = d^k y_j / dx_i^k` `(B, m, d)`, or
-  for `full_hessian=True` and order 2 the Hessian `(B, m, d, d)`. Raises
-  `NotDifferentiableError` when `y` does not depend differentiably on `x`.
+- `nested_derivatives(f, x, order, full_hessian, wrt)`: for `f` mapping
+  `(N, d)` to `(N, m)`, with the rows independent of each other (f may be
+  called on more rows than x has), and the features `wrt` (d' of them),
+  returns `[y, J, D2, ..., Dk]`: `y` `(B, m)`, the Jacobian `J` `(B, m, d')`,
+  then the pure partials `D_k[b, j, i] = d^k y_j / dx_wrt[i]^k` `(B, m, d')`,
+  or for `full_hessian=True` and order 2 the Hessian `(B, m, d', d')`.
+  Raises `NotDifferentiableError` when `y` does not depend differentiably
+  on `x`.
 - `depends_on_input(f, x)`: whether `f(x)` is differentiably connected to `x`.
 """
 

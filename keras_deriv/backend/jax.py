@@ -12,11 +12,10 @@ import jax.extend.core
 import jax.numpy as jnp
 
 
-def _basis(x):
-    """`(d, B, d)`: direction i is e_i for every point of the batch."""
-    d = x.shape[-1]
-    eye = jnp.eye(d, dtype=x.dtype)
-    return jnp.broadcast_to(eye[:, None, :], (d, *x.shape))
+def _basis(x, wrt):
+    """`(d', B, d)`: direction i is e_wrt[i] for every point of the batch."""
+    eye = jnp.eye(x.shape[-1], dtype=x.dtype)[jnp.asarray(wrt)]
+    return jnp.broadcast_to(eye[:, None, :], (len(wrt), *x.shape))
 
 
 def _along(f, x, v, order):
@@ -36,9 +35,9 @@ def _along(f, x, v, order):
     return levels(order)(x)
 
 
-def nested_derivatives(f, x, order, full_hessian):
+def nested_derivatives(f, x, order, full_hessian, wrt):
     x = jnp.asarray(x)
-    basis = _basis(x)
+    basis = _basis(x, wrt)
     along_all = jax.vmap(lambda v: _along(f, x, v, order), out_axes=-1)
     y, *partials = along_all(basis)
     y = y[..., 0]

@@ -1,11 +1,14 @@
 """Nested reverse mode on TensorFlow: one `GradientTape` per order.
 
-`batch_jacobian` differentiates row by row with `pfor`, so each level costs
-one vectorised reverse pass. The tapes are nested (the tape of order k
-records everything below it), which keeps every level differentiable with
-respect to the weights as well: a training step's outer tape sees through
-them. Nested `ForwardAccumulator`s (what `keras.ops.jvp` uses here) trained
-wrongly inside `fit` in our measurements, so they are not used.
+The points of a batch are independent, so the gradient of the batch sum of
+one output component is that component's derivative at every point (the
+"sum trick"). For pure partials, each point is repeated once per input
+feature to differentiate (`_tiling`): copy i of a point only ever needs its
+derivative along x_i, so one reverse pass per output component serves every direction.
+The tapes are nested (the tape of order k records everything below it), so
+every level stays differentiable with respect to the weights: a training
+step's outer tape sees through them. Nested `ForwardAccumulator`s (what
+`keras.ops.jvp` uses here) trained wrongly inside `fit` in our measurements.
 """
 
 import tensorflow as tf
@@ -14,33 +17,75 @@ from keras_deriv.errors import NotDifferentiableError
 
 _NOT_CONNECTED = "the output does not depend differentiably on the input"
 
+# Up to this many output components, one reverse pass each; beyond, in a
+# compiled graph, `batch_jacobian` vectorises them with pfor (in eager mode
+# pfor retraces on every call, ~0.6 s, so the loop is kept there).
+_MAX_LOOPED_COMPONENTS = 16
 
-def _levels(f, x, order, full_hessian):
+
+def _gradients(tape, top, xt, sums):
+    """`(N, m, d)`: d top[:, j] / d xt for each component j."""
+    if sums is None:
+        return tape.batch_jacobian(top, xt)
+    grads = [tape.gradient(s, xt) for s in sums]
+    if all(g is None for g in grads):
+        return None
+    # A component that does not depend on x has a zero derivative.
+    grads = [tf.zeros_like(xt) if g is None else g for g in grads]
+    return tf.stack(grads, axis=1)
+
+
+def _levels(f, xt, direction, wrt, order, full_hessian):
+    """`[f, D_1, ..., D_order]` at the tiled points `xt` (N, d), where row r
+    is differentiated along `direction[r]` (one-hot): `D_k` is `(N, m)`, or
+    the second derivatives along the `wrt` features `(N, m, d')` for
+    `full_hessian`."""
     if order == 0:
-        return [f(x)]
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        lower = _levels(f, x, order - 1, full_hessian)
-        # Flatten inside the tape: the tape must see the tensor it differentiates.
-        top = tf.reshape(lower[-1], (tf.shape(x)[0], -1))
-    jac = tape.batch_jacobian(top, x)  # (B, m [* d], d)
+        return [f(xt)]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(xt)
+        lower = _levels(f, xt, direction, wrt, order - 1, full_hessian)
+        top = lower[-1]  # inside the tape: it must see what it differentiates
+        m = top.shape[-1]
+        looped = tf.executing_eagerly() or m <= _MAX_LOOPED_COMPONENTS
+        sums = [tf.reduce_sum(top[:, j]) for j in range(m)] if looped else None
+    jac = _gradients(tape, top, xt, sums)
+    del tape
     if jac is None:
         if order == 1:
             raise NotDifferentiableError(_NOT_CONNECTED)
-        # The derivative below no longer depends on x (a linear map): zero.
-        jac = tf.zeros(tf.concat([tf.shape(top), tf.shape(x)[-1:]], 0), x.dtype)
-    m, d = lower[0].shape[-1], x.shape[-1]
-    if order == 1:
-        return [*lower, tf.reshape(jac, (-1, m, d))]
-    jac = tf.reshape(jac, (-1, m, d, d))
-    if full_hessian:
-        return [*lower, jac]
-    return [*lower, tf.linalg.diag_part(jac)]
+        # The derivative below is constant in x (a linear map): zero above it.
+        jac = tf.zeros(tf.concat([tf.shape(top), tf.shape(xt)[-1:]], 0), xt.dtype)
+    if full_hessian and order == 2:
+        return [*lower, tf.gather(jac, wrt, axis=-1)]
+    return [*lower, tf.reduce_sum(jac * direction[:, None, :], axis=-1)]
 
 
-def nested_derivatives(f, x, order, full_hessian):
+def _tiling(x, wrt):
+    """Each point repeated once per differentiated feature, and the one-hot
+    direction of each copy."""
+    d = x.shape[-1]
+    directions = tf.gather(tf.eye(d, dtype=x.dtype), wrt)  # (d', d)
+    if len(wrt) == 1:
+        return x, tf.tile(directions, [tf.shape(x)[0], 1])
+    xt = tf.repeat(x, len(wrt), axis=0)
+    return xt, tf.tile(directions, [tf.shape(x)[0], 1])
+
+
+def nested_derivatives(f, x, order, full_hessian, wrt):
     x = tf.convert_to_tensor(x)
-    return _levels(f, x, order, full_hessian)
+    n = len(wrt)
+    xt, direction = _tiling(x, list(wrt))
+    y, *partials = _levels(f, xt, direction, list(wrt), order, full_hessian)
+    m = y.shape[-1]
+    results = [y[::n]]
+    for k, t in enumerate(partials, start=1):
+        if full_hessian and k == 2:  # (B*n, m, n) -> (B, m, n, n)
+            t = tf.transpose(tf.reshape(t, (-1, n, m, n)), (0, 2, 1, 3))
+        else:  # (B*n, m) -> (B, m, n)
+            t = tf.transpose(tf.reshape(t, (-1, n, m)), (0, 2, 1))
+        results.append(t)
+    return results
 
 
 def depends_on_input(f, x):

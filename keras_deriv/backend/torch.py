@@ -1,10 +1,14 @@
 """Nested reverse mode on PyTorch: `torch.autograd.grad` with
-`create_graph=True`, one backward pass per (output, input feature) pair.
+`create_graph=True`.
 
-Reverse mode works for every op that has a backward formula; forward mode
-(`torch.func.jvp`) has no rule for some (e.g. `hardsigmoid`'s derivative).
-Under `torch.no_grad()` (Keras's predict and evaluate) the graph of the last
-level is not kept and the results are detached.
+As on TensorFlow, the gradient of a batch sum gives every point's
+derivative, and each point is repeated once per input feature so that one
+backward pass per output component serves every direction
+(only the features in `wrt` get a copy). Reverse mode
+works for every op with a backward formula; forward mode (`torch.func.jvp`)
+has no rule for some (`hardsigmoid`'s derivative). Under `torch.no_grad()`
+(Keras's predict and evaluate) the last level keeps no graph and the
+results are detached.
 """
 
 import torch
@@ -14,55 +18,60 @@ from keras_deriv.errors import NotDifferentiableError
 _NOT_CONNECTED = "the output does not depend differentiably on the input"
 
 
-def _grad(scalar, x, keep_graph):
-    (g,) = torch.autograd.grad(
-        scalar, x, create_graph=keep_graph, retain_graph=True, allow_unused=True
-    )
-    return g
+def _gradients(top, xt, keep_graph):
+    """`(N, m, d)`, d top[:, j] / d xt for each component j, or None when no
+    component depends on xt."""
+    grads = []
+    for j in range(top.shape[-1]):
+        g = None
+        if top.requires_grad:
+            (g,) = torch.autograd.grad(
+                top[:, j].sum(),
+                xt,
+                create_graph=keep_graph,
+                retain_graph=True,
+                allow_unused=True,
+            )
+        grads.append(g)
+    if all(g is None for g in grads):
+        return None
+    # A component that does not depend on x has a zero derivative.
+    return torch.stack([torch.zeros_like(xt) if g is None else g for g in grads], 1)
 
 
-def _jacobian_columns(top, x, columns, keep_graph, first):
-    """For each flattened component j of `top` (B, n): d top_j / dx, keeping
-    only `columns(j)` of it. Returns `(B, n, len(columns(j)))`."""
-    flat = top.reshape(top.shape[0], -1)
-    rows = []
-    for j in range(flat.shape[1]):
-        g = _grad(flat[:, j].sum(), x, keep_graph) if flat.requires_grad else None
-        if g is None:
-            if first:
-                raise NotDifferentiableError(_NOT_CONNECTED)
-            g = torch.zeros_like(x)
-        rows.append(g[:, columns(j)])
-    return torch.stack(rows, dim=1)
-
-
-def nested_derivatives(f, x, order, full_hessian):
-    outer_grad = torch.is_grad_enabled()
+def nested_derivatives(f, x, order, full_hessian, wrt):
+    outer_grad = torch.is_grad_enabled()  # a training step will backprop
+    n, wrt = len(wrt), list(wrt)
     with torch.enable_grad():
-        if not x.requires_grad:
-            x = x.detach().requires_grad_(True)
-        y = f(x)
-        if not y.requires_grad:
-            raise NotDifferentiableError(_NOT_CONNECTED)
-        m, d = y.shape[-1], x.shape[-1]
+        xt = torch.repeat_interleave(x, n, dim=0) if n > 1 else x
+        if not xt.requires_grad:
+            xt = xt.detach().requires_grad_(True)
+        eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+        # copy r of a point is differentiated along feature wrt[r]
+        direction = eye[wrt].repeat(x.shape[0], 1)
+        y = f(xt)
         levels = [y]
         for k in range(1, order + 1):
-            keep_graph = outer_grad or k < order
-            top = levels[-1]
-            if k == 1 or full_hessian:
-                cols = _jacobian_columns(
-                    top, x, lambda j: slice(None), keep_graph, first=k == 1
-                )
-                shape = (-1, m, d) if k == 1 else (-1, m, d, d)
-                levels.append(cols.reshape(shape))
+            jac = _gradients(levels[-1], xt, keep_graph=outer_grad or k < order)
+            if jac is None:
+                if k == 1:
+                    raise NotDifferentiableError(_NOT_CONNECTED)
+                shape = (*levels[-1].shape, x.shape[-1])
+                jac = torch.zeros(shape, dtype=x.dtype, device=x.device)
+            if full_hessian and k == 2:
+                levels.append(jac[..., wrt])
             else:
-                diag = _jacobian_columns(
-                    top, x, lambda j: slice(j % d, j % d + 1), keep_graph, False
-                )
-                levels.append(diag.reshape(-1, m, d))
+                levels.append((jac * direction[:, None, :]).sum(-1))
+    m = y.shape[-1]
+    results = [y[::n]]
+    for k, t in enumerate(levels[1:], start=1):
+        if full_hessian and k == 2:  # (B*n, m, n) -> (B, m, n, n)
+            results.append(t.reshape(-1, n, m, n).permute(0, 2, 1, 3))
+        else:  # (B*n, m) -> (B, m, n)
+            results.append(t.reshape(-1, n, m).permute(0, 2, 1))
     if not outer_grad:
-        levels = [t.detach() for t in levels]
-    return levels
+        results = [t.detach() for t in results]
+    return results
 
 
 def depends_on_input(f, x):

@@ -276,30 +276,6 @@ class DerivativeModel(keras.layers.Layer):
 
     # -- computation --------------------------------------------------------
 
-    def _selected(self, x):
-        """`(f, x')`: the function of the differentiated features only, and
-        those features, with the other features of `x` held fixed."""
-        m = math.prod(self._out_shape)
-
-        def flat_model(z):
-            return ops.reshape(self.model(z), (-1, m))
-
-        if self.wrt is None:
-            return flat_model, x
-        d = x.shape[-1]
-        rest = [i for i in range(d) if i not in self.wrt]
-        order = list(self.wrt) + rest
-        # Gathers, not a matmul with a 0/1 matrix: exact even under TF32.
-        back = [order.index(i) for i in range(d)]
-        held = ops.take(x, rest, axis=1)
-
-        def f(selected):
-            return flat_model(
-                ops.take(ops.concatenate([selected, held], axis=1), back, axis=1)
-            )
-
-        return f, ops.take(x, list(self.wrt), axis=1)
-
     def _check_connected(self, x):
         if self._connection_checked:
             return
@@ -323,9 +299,14 @@ class DerivativeModel(keras.layers.Layer):
         x = inputs
         self._check_input_shape(x.shape)
         self._check_connected(x)
-        f, x_sel = self._selected(x)
+        m = math.prod(self._out_shape)
+
+        def f(z):
+            return ops.reshape(self.model(z), (-1, m))
+
+        wrt = self.wrt if self.wrt is not None else tuple(range(x.shape[-1]))
         try:
-            levels = autodiff.derivatives(f, x_sel, self.order, self.hessian)
+            levels = autodiff.derivatives(f, x, self.order, self.hessian, wrt)
         except NotDifferentiableError as err:
             self._raise_not_connected(x, cause=err)
         return self._unflatten(levels)

@@ -1,0 +1,94 @@
+"""Shared test setup. The suite runs once per backend (`KERAS_BACKEND`)."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# float64 reference checks need JAX's 64-bit mode; tests may set global
+# state, the library never does.
+os.environ.setdefault("JAX_ENABLE_X64", "1")
+
+import math  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+BACKEND = keras.backend.backend()
+# Keras computes float64 only on TensorFlow: on JAX and torch its type
+# promotion turns float64 operands into float32 (keras.backend.result_type).
+FLOAT64 = keras.backend.result_type("float64", "float64") == "float64"
+
+
+def assert_close(got, ref, tol64, tol32, err_msg=""):
+    """`got` within `tol * max(1, max|ref|)` of `ref`, absolutely: the
+    derivatives cross zero, so a relative tolerance alone means nothing.
+    `tol64` where Keras computes in float64, `tol32` where it rounds to
+    float32 (about 1e-7 relative per operation, amplified by the depth)."""
+    tol = tol64 if FLOAT64 else tol32
+    scale = max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(got, ref, rtol=0, atol=tol * scale, err_msg=err_msg)
+
+@pytest.fixture(autouse=True)
+def _fresh_session():
+    keras.utils.clear_session()
+    keras.utils.set_random_seed(0)
+    yield
+
+
+def f64(x):
+    """A float64 backend tensor (Keras would turn a float64 NumPy array into
+    float32 on its way in, which spoils float64 reference checks)."""
+    return keras.ops.convert_to_tensor(np.asarray(x, dtype="float64"), dtype="float64")
+
+
+def to_numpy(t):
+    return np.asarray(keras.ops.convert_to_numpy(t))
+
+
+_sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+NUMPY_ACTIVATIONS = {
+    "tanh": np.tanh,
+    "softplus": lambda z: np.logaddexp(0, z),
+    "sigmoid": _sigmoid,
+    "silu": lambda z: z * _sigmoid(z),
+    "gelu": lambda z: 0.5 * z * (1 + np.vectorize(math.erf)(z / math.sqrt(2))),
+    "relu": lambda z: np.maximum(z, 0),
+}
+
+
+def numpy_mlp(net):
+    """The float64 NumPy forward pass of an `mlp()` network: an oracle that
+    does not go through Keras."""
+    params = []
+    for layer in net.layers:
+        kernel, bias = (to_numpy(v).astype("float64") for v in layer.weights)
+        name = keras.activations.serialize(layer.activation)
+        params.append((kernel, bias, NUMPY_ACTIVATIONS.get(name, lambda z: z)))
+
+    def forward(x):
+        h = np.asarray(x, dtype="float64")
+        for kernel, bias, act in params:
+            h = act(h @ kernel + bias)
+        return h
+
+    return forward
+
+
+def mlp(d, widths, out, activation="tanh", dtype="float64", seed=0, name=None):
+    """A small Sequential MLP with a declared float input and seeded weights."""
+    layers = [keras.Input((d,), dtype=dtype)]
+    for i, w in enumerate([*widths, out]):
+        hidden = i < len(widths)
+        layers.append(
+            keras.layers.Dense(
+                w,
+                activation=activation if hidden else None,
+                dtype=dtype,
+                kernel_initializer=keras.initializers.GlorotUniform(seed + 2 * i),
+                bias_initializer=keras.initializers.RandomUniform(
+                    -0.5, 0.5, seed=seed + 2 * i + 1
+                ),
+            )
+        )
+    return keras.Sequential(layers, name=name)
