@@ -39,6 +39,9 @@ def _gradients(top, xt, keep_graph):
     return torch.stack([torch.zeros_like(xt) if g is None else g for g in grads], 1)
 
 
+# torch.compile (Keras's jit_compile=True) cannot compile double backward:
+# this part runs eagerly, the rest of a compiled step stays compiled.
+@torch.compiler.disable
 def nested_derivatives(f, x, order, full_hessian, wrt):
     outer_grad = torch.is_grad_enabled()  # a training step will backprop
     n, wrt = len(wrt), list(wrt)
@@ -74,6 +77,7 @@ def nested_derivatives(f, x, order, full_hessian, wrt):
     return results
 
 
+@torch.compiler.disable
 def depends_on_input(f, x):
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
