@@ -87,6 +87,8 @@ def derivatives(
     (100, 1, 1)
     """
     x = _as_float_array(x)
+    if len(x) == 0:
+        raise ValueError("derivatives() got no points (x has 0 rows).")
     if batch_size is None:
         batch_size = min(len(x), DEFAULT_BATCH_SIZE)
     if (
@@ -103,8 +105,6 @@ def derivatives(
     )
     evaluator = _evaluator(model, x.shape[1], str(x.dtype), options)
     n = len(x)
-    if n == 0:
-        raise ValueError("derivatives() got no points (x has 0 rows).")
     padded = -n % batch_size
     if padded:
         x = np.concatenate([x, np.repeat(x[-1:], padded, axis=0)])

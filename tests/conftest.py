@@ -29,6 +29,7 @@ def assert_close(got, ref, tol64, tol32, err_msg=""):
     scale = max(1.0, float(np.abs(ref).max()))
     np.testing.assert_allclose(got, ref, rtol=0, atol=tol * scale, err_msg=err_msg)
 
+
 @pytest.fixture(autouse=True)
 def _fresh_session():
     keras.utils.clear_session()

@@ -113,9 +113,13 @@ def test_matches_finite_differences(x, activation):
     for i in range(3):
         for n, h, fd_tol in STENCILS:
             fds = central_differences(forward, x, i, h)
-            assert_close(got[n][..., i], fds[n - 1], max(fd_tol, floor),
-                         max(fd_tol, 1e-4),
-                         f"order {n}, feature {i}")
+            assert_close(
+                got[n][..., i],
+                fds[n - 1],
+                max(fd_tol, floor),
+                max(fd_tol, 1e-4),
+                f"order {n}, feature {i}",
+            )
 
 
 def test_multidimensional_outputs_keep_their_shape():
@@ -128,9 +132,15 @@ def test_multidimensional_outputs_keep_their_shape():
     )
     x = np.random.default_rng(0).normal(size=(4, 2))
     y, dy, d2y = outputs(inner, x)
-    assert y.shape == (4, 2, 3) and dy.shape == (4, 2, 3, 2) and d2y.shape == (4, 2, 3, 2)
+    assert (
+        y.shape == (4, 2, 3) and dy.shape == (4, 2, 3, 2) and d2y.shape == (4, 2, 3, 2)
+    )
     flat = keras.Sequential(
-        [keras.Input((2,), dtype="float64"), inner, keras.layers.Flatten(dtype="float64")]
+        [
+            keras.Input((2,), dtype="float64"),
+            inner,
+            keras.layers.Flatten(dtype="float64"),
+        ]
     )
     _, dy_flat, d2y_flat = outputs(flat, x)
     assert_close(dy.reshape(4, 6, 2), dy_flat, 1e-14, 1e-6)

@@ -13,8 +13,14 @@ def small_net(seed=0):
     return keras.Sequential(
         [
             keras.Input((2,)),
-            keras.layers.Dense(16, activation="tanh", kernel_initializer=keras.initializers.GlorotUniform(seed)),
-            keras.layers.Dense(1, kernel_initializer=keras.initializers.GlorotUniform(seed + 1)),
+            keras.layers.Dense(
+                16,
+                activation="tanh",
+                kernel_initializer=keras.initializers.GlorotUniform(seed),
+            ),
+            keras.layers.Dense(
+                1, kernel_initializer=keras.initializers.GlorotUniform(seed + 1)
+            ),
         ]
     )
 
@@ -72,7 +78,9 @@ def test_evaluate_and_predict_on_dict_outputs(x):
     inner = small_net()
     inputs = keras.Input((2,))
     layer = DerivativeModel(inner, order=1)
-    model = keras.Model(inputs, dict(zip(layer.output_keys, layer(inputs), strict=True)))
+    model = keras.Model(
+        inputs, dict(zip(layer.output_keys, layer(inputs), strict=True))
+    )
     model.compile(loss={"dy": "mse"})
     y_ref, dy_ref = derivatives(inner, x, order=1)
     loss = model.evaluate(x, {"dy": dy_ref}, verbose=0)

@@ -17,7 +17,11 @@ def fit_on_squares(net, epochs, batch_size, learning_rate):
 def test_relu_net_has_zero_second_derivative_and_piecewise_constant_slope():
     # As asked: Dense(1024, relu) -> Dense(1), Adam 1e-3, MSE, 10 epochs, batch 20.
     net = keras.Sequential(
-        [keras.Input((1,)), keras.layers.Dense(1024, activation="relu"), keras.layers.Dense(1)]
+        [
+            keras.Input((1,)),
+            keras.layers.Dense(1024, activation="relu"),
+            keras.layers.Dense(1),
+        ]
     )
     x, loss = fit_on_squares(net, epochs=10, batch_size=20, learning_rate=1e-3)
     assert loss < 1e-3  # it fits the values well...

@@ -12,7 +12,11 @@ from keras_deriv import DerivativeModel
 
 def build(order, hessian, wrt):
     inner = keras.Sequential(
-        [keras.Input((3,)), keras.layers.Dense(8, activation="softplus"), keras.layers.Dense(2)]
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(8, activation="softplus"),
+            keras.layers.Dense(2),
+        ]
     )
     inputs = keras.Input((3,))
     layer = DerivativeModel(inner, order=order, hessian=hessian, wrt=wrt, name="derivs")
@@ -21,7 +25,12 @@ def build(order, hessian, wrt):
 
 @pytest.mark.parametrize(
     "order, hessian, wrt",
-    [(2, "diagonal", None), (2, "full", [2, 0]), (2, "laplacian", [1]), (4, "diagonal", None)],
+    [
+        (2, "diagonal", None),
+        (2, "full", [2, 0]),
+        (2, "laplacian", [1]),
+        (4, "diagonal", None),
+    ],
 )
 def test_round_trip_in_safe_mode_gives_identical_outputs(tmp_path, order, hessian, wrt):
     model = build(order, hessian, wrt)
@@ -39,7 +48,9 @@ def test_round_trip_in_safe_mode_gives_identical_outputs(tmp_path, order, hessia
         np.testing.assert_array_equal(after[key], before[key])
     layer = loaded.get_layer("derivs")
     assert (layer.order, layer.hessian, layer.wrt) == (
-        order, hessian, tuple(wrt) if wrt else None
+        order,
+        hessian,
+        tuple(wrt) if wrt else None,
     )
 
 
@@ -57,6 +68,10 @@ def test_wrapped_layer_weights_are_the_wrappers():
     model = build(2, "diagonal", None)
     layer = model.get_layer("derivs")
     assert len(layer.trainable_weights) == 4
-    assert {id(w) for w in layer.trainable_weights} == {id(w) for w in layer.model.trainable_weights}
+    assert {id(w) for w in layer.trainable_weights} == {
+        id(w) for w in layer.model.trainable_weights
+    }
     x = np.ones((2, 3), "float32")
-    np.testing.assert_allclose(to_numpy(layer(x)[0]), to_numpy(layer.model(x)), rtol=1e-6)
+    np.testing.assert_allclose(
+        to_numpy(layer(x)[0]), to_numpy(layer.model(x)), rtol=1e-6
+    )

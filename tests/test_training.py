@@ -17,11 +17,16 @@ def tanh_net(widths=(32, 32), seed=0):
     for i, w in enumerate(widths):
         layers.append(
             keras.layers.Dense(
-                w, activation="tanh",
+                w,
+                activation="tanh",
                 kernel_initializer=keras.initializers.GlorotUniform(seed + i),
             )
         )
-    layers.append(keras.layers.Dense(1, kernel_initializer=keras.initializers.GlorotUniform(seed + 9)))
+    layers.append(
+        keras.layers.Dense(
+            1, kernel_initializer=keras.initializers.GlorotUniform(seed + 9)
+        )
+    )
     return keras.Sequential(layers)
 
 
@@ -35,11 +40,17 @@ def with_named_outputs(inner, **kwargs):
 @pytest.mark.parametrize("jit_compile", JIT_MODES)
 def test_sobolev_fit_of_x_squared(jit_compile):
     x = np.linspace(0, 1, 128, dtype="float32").reshape(-1, 1)
-    targets = {"y": x**2, "dy": (2 * x)[..., None], "d2y": np.full((128, 1, 1), 2.0, "float32")}
+    targets = {
+        "y": x**2,
+        "dy": (2 * x)[..., None],
+        "d2y": np.full((128, 1, 1), 2.0, "float32"),
+    }
     inner = tanh_net()
     model = with_named_outputs(inner, order=2)
     model.compile(
-        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(1e-2, 300, 0.3)),
+        optimizer=keras.optimizers.Adam(
+            keras.optimizers.schedules.ExponentialDecay(1e-2, 300, 0.3)
+        ),
         loss={"y": "mse", "dy": "mse", "d2y": "mse"},
         jit_compile=jit_compile,
     )
@@ -63,7 +74,9 @@ def test_physics_informed_poisson_solve():
     y, _, d2y = layer(inputs)
     model = keras.Model(inputs, {"d2y": d2y})
     model.compile(
-        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(1e-2, 400, 0.3)),
+        optimizer=keras.optimizers.Adam(
+            keras.optimizers.schedules.ExponentialDecay(1e-2, 400, 0.3)
+        ),
         loss={"d2y": "mse"},
     )
     x = np.linspace(0, 1, 64, dtype="float32").reshape(-1, 1)
