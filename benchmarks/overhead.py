@@ -1,0 +1,114 @@
+"""Cost of [y, dy, d2y] from DerivativeModel against the plain forward pass,
+side by side in one process (medians of repeated runs; ratios).
+
+    KERAS_BACKEND=tensorflow python benchmarks/overhead.py [--points 1000]
+
+Workloads: the original question's net (1 -> 1024 relu -> 1) and a PINN net
+(1 -> 64x4 tanh -> 1). Everything is compiled as `fit` and `predict` compile
+it: tf.function on TensorFlow, jax.jit on JAX; torch runs eagerly. On
+TensorFlow the hand-written nested GradientTape recipe runs beside it.
+"""
+
+import argparse
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_deriv import DerivativeModel  # noqa: E402
+
+BACKEND = keras.backend.backend()
+
+
+def question_net():
+    return keras.Sequential(
+        [keras.Input((1,)), keras.layers.Dense(1024, activation="relu"), keras.layers.Dense(1)]
+    )
+
+
+def pinn_net():
+    layers = [keras.Input((1,))]
+    layers += [keras.layers.Dense(64, activation="tanh") for _ in range(4)]
+    return keras.Sequential([*layers, keras.layers.Dense(1)])
+
+
+def compiled(model):
+    """A compiled inference function of `model` on this backend."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(lambda x: model(x, training=False))
+    if BACKEND == "jax":
+        import jax
+
+        variables = [v.value for v in model.trainable_variables]
+        state = [v.value for v in model.non_trainable_variables]
+        fn = jax.jit(lambda tv, ntv, x: model.stateless_call(tv, ntv, x)[0])
+        return lambda x: fn(variables, state, x)
+    import torch
+
+    def run(x):
+        with torch.no_grad():
+            return model(x)
+
+    return run
+
+
+def nested_tape(net):
+    """The standard hand-written recipe: two nested GradientTapes."""
+    import tensorflow as tf
+
+    @tf.function
+    def run(x):
+        with tf.GradientTape() as outer:
+            outer.watch(x)
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = net(x, training=False)
+            dy = inner.gradient(y, x)
+        return y, dy, outer.gradient(dy, x)
+
+    return run
+
+
+def median_ms(fn, x, repeats):
+    keras.tree.map_structure(keras.ops.convert_to_numpy, fn(x))  # compile
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        keras.tree.map_structure(keras.ops.convert_to_numpy, fn(x))
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=200)
+    args = parser.parse_args()
+    x = keras.ops.convert_to_tensor(
+        np.linspace(0, 1, args.points, dtype="float32").reshape(-1, 1)
+    )
+    print(f"backend {BACKEND}, keras {keras.__version__}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, {args.points} points, median of {args.repeats}")
+    print(f"{'workload':<28}{'method':<26}{'ms':>8}{'x forward':>11}")
+    for name, make in [("question 1-1024relu-1", question_net), ("pinn 1-64x4tanh-1", pinn_net)]:
+        net = make()
+        inputs = keras.Input((1,))
+        derivs = keras.Model(inputs, DerivativeModel(net, order=2)(inputs))
+        rows = [("forward", compiled(net)), ("DerivativeModel order 2", compiled(derivs))]
+        if BACKEND == "tensorflow":
+            rows.append(("nested GradientTape", nested_tape(net)))
+        base = None
+        for label, fn in rows:
+            ms = median_ms(fn, x, args.repeats)
+            base = base or ms
+            print(f"{name:<28}{label:<26}{ms:8.3f}{ms / base:10.2f}x")
+
+
+if __name__ == "__main__":
+    main()
