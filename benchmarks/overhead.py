@@ -25,9 +25,8 @@ BACKEND = keras.backend.backend()
 
 
 def question_net():
-    return keras.Sequential(
-        [keras.Input((1,)), keras.layers.Dense(1024, activation="relu"), keras.layers.Dense(1)]
-    )
+    hidden = keras.layers.Dense(1024, activation="relu")
+    return keras.Sequential([keras.Input((1,)), hidden, keras.layers.Dense(1)])
 
 
 def pinn_net():
@@ -93,14 +92,24 @@ def main():
     x = keras.ops.convert_to_tensor(
         np.linspace(0, 1, args.points, dtype="float32").reshape(-1, 1)
     )
-    print(f"backend {BACKEND}, keras {keras.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, {args.points} points, median of {args.repeats}")
+    cpu = platform.processor() or platform.machine()
+    print(
+        f"backend {BACKEND}, keras {keras.__version__}, {cpu}, {os.cpu_count()} "
+        f"cores, {args.points} points, median of {args.repeats}"
+    )
     print(f"{'workload':<28}{'method':<26}{'ms':>8}{'x forward':>11}")
-    for name, make in [("question 1-1024relu-1", question_net), ("pinn 1-64x4tanh-1", pinn_net)]:
+    workloads = [
+        ("question 1-1024relu-1", question_net),
+        ("pinn 1-64x4tanh-1", pinn_net),
+    ]
+    for name, make in workloads:
         net = make()
         inputs = keras.Input((1,))
         derivs = keras.Model(inputs, DerivativeModel(net, order=2)(inputs))
-        rows = [("forward", compiled(net)), ("DerivativeModel order 2", compiled(derivs))]
+        rows = [
+            ("forward", compiled(net)),
+            ("DerivativeModel order 2", compiled(derivs)),
+        ]
         if BACKEND == "tensorflow":
             rows.append(("nested GradientTape", nested_tape(net)))
         base = None

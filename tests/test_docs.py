@@ -1,0 +1,34 @@
+"""Every code example in the docs, the README and the docstrings runs."""
+
+import doctest
+import pathlib
+import re
+
+import pytest
+
+import keras_deriv.evaluation
+import keras_deriv.layers.derivative_model
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+
+def examples():
+    for page in PAGES:
+        for i, code in enumerate(BLOCK.findall(page.read_text())):
+            yield pytest.param(code, id=f"{page.relative_to(ROOT)}#{i}")
+
+
+@pytest.mark.parametrize("code", examples())
+def test_markdown_example_runs(code, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "<example>", "exec"), {"__name__": "__example__"})
+
+
+@pytest.mark.parametrize(
+    "module", [keras_deriv.layers.derivative_model, keras_deriv.evaluation]
+)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
