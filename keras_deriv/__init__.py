@@ -2,12 +2,26 @@
 
 __version__ = "0.1.0"
 
+from keras_deriv.callbacks.derivative_logger import DerivativeLogger
+from keras_deriv.curvature import (
+    ZeroCurvatureError,
+    ZeroCurvatureFinding,
+    ZeroCurvatureWarning,
+    find_zero_curvature_activations,
+    has_identically_zero_curvature,
+)
 from keras_deriv.errors import NotDifferentiableError
 from keras_deriv.evaluation import derivatives
 from keras_deriv.layers.derivative_model import DerivativeModel
 
 __all__ = [
+    "DerivativeLogger",
     "DerivativeModel",
     "NotDifferentiableError",
+    "ZeroCurvatureError",
+    "ZeroCurvatureFinding",
+    "ZeroCurvatureWarning",
     "derivatives",
+    "find_zero_curvature_activations",
+    "has_identically_zero_curvature",
 ]

@@ -1,41 +1,73 @@
 """`derivatives()`: NumPy in, NumPy out, evaluated in fixed-size chunks."""
 
-import weakref
+import collections
 
 import keras
 import numpy as np
 
 from keras_deriv.layers.derivative_model import DerivativeModel
 
-# One compiled evaluator per (model, options), so repeated calls (a callback,
-# a loop over slices) reuse the traced function instead of retracing.
-_EVALUATORS = weakref.WeakKeyDictionary()
-
 DEFAULT_BATCH_SIZE = 4096
 
+# Recently used evaluators, so that repeated calls (a loop over slices)
+# reuse the compiled function instead of retracing. Bounded: an evaluator
+# holds its model alive.
+_CACHE_SIZE = 8
+_EVALUATORS = collections.OrderedDict()
 
-def _evaluator(model, d, dtype, options):
-    cache = _EVALUATORS.setdefault(model, {})
-    key = (d, dtype, options)
-    if key not in cache:
+
+class Evaluator:
+    """One compiled function computing the derivatives of `model` at float
+    inputs of width `d` and dtype `dtype`, evaluated in padded fixed-size
+    chunks, so that no chunk shape triggers a recompilation."""
+
+    def __init__(self, model, d, dtype, **options):
         inputs = keras.Input((d,), dtype=dtype)
-        outputs = DerivativeModel(model, **dict(options))(inputs)
-        cache[key] = keras.Model(inputs, outputs)
-    return cache[key]
+        self.layer = DerivativeModel(model, **options)
+        self.model = model
+        self._function = keras.Model(inputs, self.layer(inputs))
+
+    def __call__(self, x, batch_size=None):
+        n = len(x)
+        if batch_size is None:
+            batch_size = min(n, DEFAULT_BATCH_SIZE)
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, int)
+            or batch_size < 1
+        ):
+            raise ValueError(
+                f"`batch_size` must be a positive int; got {batch_size!r}."
+            )
+        padded = -n % batch_size
+        if padded:
+            x = np.concatenate([x, np.repeat(x[-1:], padded, axis=0)])
+        outputs = self._function.predict(x, batch_size=batch_size, verbose=0)
+        return tuple(np.asarray(o)[:n] for o in outputs)
 
 
-def _as_float_array(x):
+def _cached_evaluator(model, d, dtype, options):
+    key = (id(model), d, dtype, options)
+    evaluator = _EVALUATORS.pop(key, None)
+    if evaluator is None:
+        evaluator = Evaluator(model, d, dtype, **dict(options))
+    _EVALUATORS[key] = evaluator
+    while len(_EVALUATORS) > _CACHE_SIZE:
+        _EVALUATORS.popitem(last=False)
+    return evaluator
+
+
+def as_float_array(x, who="derivatives()"):
+    """`x` as a float NumPy array of shape (n, d), or a clear error."""
     x = np.asarray(x)
     if x.ndim != 2:
         hint = (
             " For one feature, add its axis: x.reshape(-1, 1)." if x.ndim == 1 else ""
         )
-        raise ValueError(
-            f"derivatives() expects x of shape (n, d); got shape {x.shape}.{hint}"
-        )
+        raise ValueError(f"{who} expects x of shape (n, d); got shape {x.shape}.{hint}")
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(
-            f"derivatives() got x of dtype {x.dtype}; derivatives need float "
+            f"{who} got x of dtype {x.dtype}; derivatives need float "
             "inputs. Cast it first, e.g. x.astype('float32')."
         )
     return x
@@ -86,27 +118,14 @@ def derivatives(
     >>> dy.shape
     (100, 1, 1)
     """
-    x = _as_float_array(x)
+    x = as_float_array(x)
     if len(x) == 0:
         raise ValueError("derivatives() got no points (x has 0 rows).")
-    if batch_size is None:
-        batch_size = min(len(x), DEFAULT_BATCH_SIZE)
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int)
-        or batch_size < 1
-    ):
-        raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
     options = (
         ("order", order),
         ("hessian", hessian),
         ("method", method),
         ("wrt", tuple(wrt) if wrt is not None else None),
     )
-    evaluator = _evaluator(model, x.shape[1], str(x.dtype), options)
-    n = len(x)
-    padded = -n % batch_size
-    if padded:
-        x = np.concatenate([x, np.repeat(x[-1:], padded, axis=0)])
-    outputs = evaluator.predict(x, batch_size=batch_size, verbose=0)
-    return tuple(np.asarray(o)[:n] for o in outputs)
+    evaluator = _cached_evaluator(model, x.shape[1], str(x.dtype), options)
+    return evaluator(x, batch_size)

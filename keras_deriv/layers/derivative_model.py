@@ -2,81 +2,22 @@
 
 import copy
 import math
-import operator
 from typing import Any
 
 import keras
 from keras import ops
 
-from keras_deriv import backend, differentiability
+from keras_deriv import backend, curvature, differentiability
 from keras_deriv.engines import autodiff
 from keras_deriv.errors import NotDifferentiableError
-
-HESSIAN_MODES = ("diagonal", "full", "laplacian")
-METHODS = ("auto", "autodiff")
-MAX_ORDER = 4
-OUTPUT_KEYS = ("y", "dy", "d2y", "d3y", "d4y")
-
-
-def _check_order(order):
-    if isinstance(order, bool) or not isinstance(order, int):
-        raise TypeError(
-            f"`order` must be an int from 1 to {MAX_ORDER}; got {order!r} "
-            f"of type {type(order).__name__}."
-        )
-    if not 1 <= order <= MAX_ORDER:
-        raise ValueError(
-            f"`order` must be from 1 to {MAX_ORDER} (1: [y, dy], 2: [y, dy, "
-            f"d2y], ...); got {order}."
-        )
-    return order
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(
-            f"Unknown `{name}`={value!r}. Expected one of "
-            f"{', '.join(repr(c) for c in choices)}."
-        )
-    return value
-
-
-def _check_method(method):
-    if method == "taylor":
-        raise ValueError(
-            'method="taylor" (forward Taylor mode) is not available in this '
-            'version of keras_deriv. Use method="autodiff" or "auto".'
-        )
-    return _check_choice("method", method, METHODS)
-
-
-def _check_wrt(wrt):
-    if wrt is None:
-        return None
-    if isinstance(wrt, int) and not isinstance(wrt, bool):
-        wrt = [wrt]
-    try:
-        indices = [operator.index(i) for i in wrt]
-    except TypeError:
-        raise TypeError(
-            "`wrt` must be a list of integer feature indices, e.g. wrt=[0]; "
-            f"got {wrt!r}."
-        ) from None
-    if any(isinstance(i, bool) for i in wrt):
-        raise TypeError(f"`wrt` must hold integer indices, not booleans; got {wrt!r}.")
-    if not indices:
-        raise ValueError("`wrt` is empty: name at least one input feature.")
-    repeated = sorted({i for i in indices if indices.count(i) > 1})
-    if repeated:
-        raise ValueError(
-            f"`wrt` repeats the feature indices {repeated}; each input "
-            "feature may be named once."
-        )
-    if min(indices) < 0:
-        raise ValueError(
-            f"`wrt` indices must be non-negative (counted from 0); got {indices}."
-        )
-    return tuple(indices)
+from keras_deriv.options import (
+    HESSIAN_MODES,
+    OUTPUT_KEYS,
+    check_choice,
+    check_method,
+    check_order,
+    check_wrt,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_deriv")
@@ -133,6 +74,11 @@ class DerivativeModel(keras.layers.Layer):
     Returns:
         A list of `order + 1` tensors `[y, dy, d2y, ...]`, shaped as above.
 
+    Warns:
+        ZeroCurvatureWarning: once, at build, when order ≥ 2 is requested
+            from a piecewise-linear network (e.g. ReLU activations only),
+            whose second derivative is identically zero.
+
     Raises:
         ValueError: bad `order`, `hessian`, `method` or `wrt`, or an input
             of the wrong rank.
@@ -169,15 +115,15 @@ class DerivativeModel(keras.layers.Layer):
                 f"{type(model).__name__}. Wrap plain functions in a "
                 "keras.layers.Layer subclass."
             )
-        self.order = _check_order(order)
-        self.hessian = _check_choice("hessian", hessian, HESSIAN_MODES)
+        self.order = check_order(order)
+        self.hessian = check_choice("hessian", hessian, HESSIAN_MODES)
         if self.order >= 3 and self.hessian != "diagonal":
             raise ValueError(
                 f'order={self.order} needs hessian="diagonal" (orders 3 and 4 '
                 f'are pure partials ∂ᵏy/∂x_iᵏ); got hessian="{self.hessian}".'
             )
-        self.wrt = _check_wrt(wrt)
-        self.method = _check_method(method)
+        self.wrt = check_wrt(wrt)
+        self.method = check_method(method)
         self.model = model
         self._connection_checked = False
 
@@ -248,6 +194,8 @@ class DerivativeModel(keras.layers.Layer):
             self.model.build(input_shape)
         self._out_shape = self._inner_output_shape(input_shape)[1:]
         differentiability.raise_if_static_cut(self.model)
+        if self.order >= 2:
+            curvature.warn_if_zero_curvature(self.model, stacklevel=3)
         self.built = True
 
     def compute_output_shape(self, input_shape):

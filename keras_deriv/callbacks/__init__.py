@@ -1,0 +1,3 @@
+from keras_deriv.callbacks.derivative_logger import DerivativeLogger
+
+__all__ = ["DerivativeLogger"]

@@ -1,0 +1,332 @@
+"""`DerivativeLogger`: derivative curves and zero-curvature checks while a
+model trains."""
+
+import os
+import warnings
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_deriv import curvature, plotting
+from keras_deriv.atomic_files import write_atomically
+from keras_deriv.evaluation import Evaluator, as_float_array
+from keras_deriv.layers.derivative_model import DerivativeModel
+from keras_deriv.options import (
+    HESSIAN_MODES,
+    OUTPUT_KEYS,
+    check_choice,
+    check_order,
+    check_wrt,
+)
+from keras_deriv.summary_writer import SummaryWriter, TensorBoardUnavailable
+
+ON_ZERO_CURVATURE = ("warn", "raise", "stop", "ignore")
+CURVES_FILE = "derivatives.npz"
+PLOT_FILE = "derivatives.png"
+
+
+class DerivativeLogger(keras.callbacks.Callback):
+    """Logs the derivatives of the model on probe inputs while it trains.
+
+    At every epoch whose 0-based index is a multiple of `every` (so the first
+    epoch is always logged), it evaluates `[y, dy, d2y, ...]` on `x` with one
+    compiled function (no retracing from epoch to epoch) and:
+
+    - adds scalars to the epoch logs, so `History`, `CSVLogger` and
+      `TensorBoard` (placed after it in `callbacks`) record them:
+      `dy_abs_mean`, `d2y_abs_mean`, `d2y_zero_fraction` (the fraction of
+      probe points where d²y/dx² is exactly 0), and `d3y_abs_mean`, ... for
+      higher orders;
+    - keeps the curves in memory: `logger.epochs` and `logger.curves`
+      (`{"y": [...], "dy": [...], ...}`, one array per logged epoch);
+    - with `log_dir`, writes `derivatives.npz` (x, epochs, y, dy, d2y, ... of
+      every epoch logged so far) and, with `plot=True`, `derivatives.png`,
+      both atomically after each logged epoch; with `tensorboard=True`, the
+      scalars and the figure as TensorBoard summaries in `log_dir`.
+
+    It checks for identically zero curvature (a piecewise-linear network,
+    e.g. ReLU everywhere): statically at the start of training, and at each
+    logged epoch on the measured d²y/dx² (all zero on the probe set). What
+    then happens is `on_zero_curvature`.
+
+    Its own I/O never stops training: an unwritable `log_dir`, a failing
+    plot or a missing TensorBoard gives one warning and training goes on.
+
+    Args:
+        x: probe inputs, array-like `(n, d)`, float, matching the model's
+            input.
+        every: log every `every` epochs. Defaults to `1`.
+        order: highest derivative order, 1 to 4. Defaults to `2`.
+        hessian: `"diagonal"`, `"full"` or `"laplacian"`, as in
+            `DerivativeModel`. Defaults to `"diagonal"`.
+        wrt: input features to differentiate, or `None` for all. Defaults
+            to `None`.
+        log_dir: folder for the `.npz`, the PNG and TensorBoard events;
+            `None` keeps everything in memory. Defaults to `None`.
+        plot: write `derivatives.png` in `log_dir`. Defaults to `True`.
+        tensorboard: write TensorBoard scalars and images in `log_dir`
+            (needs the `tensorboard` package). Defaults to `False`.
+        on_zero_curvature: `"warn"` (a `ZeroCurvatureWarning`), `"raise"`
+            (a `ZeroCurvatureError`), `"stop"` (stops training cleanly) or
+            `"ignore"`. Defaults to `"warn"`.
+        model: the network to differentiate. `None`: the model being
+            trained, or, when its output is not a single tensor, the network
+            wrapped by its (only) `DerivativeModel`. Defaults to `None`.
+        feature: input feature on the plot's x axis (its index among the
+            differentiated ones for the derivative panels). Defaults to `0`.
+        output: which output component to plot (flat index into `out`).
+            Defaults to `0`.
+        batch_size: chunk size for large probe sets; `None` for up to 4096
+            points at a time. Defaults to `None`.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from keras_deriv import DerivativeLogger
+    >>> net = keras.Sequential([keras.Input((1,)),
+    ...                         keras.layers.Dense(16, activation="tanh"),
+    ...                         keras.layers.Dense(1)])
+    >>> net.compile("adam", "mse")
+    >>> x = np.linspace(0, 1, 64, dtype="float32").reshape(-1, 1)
+    >>> logger = DerivativeLogger(x)
+    >>> history = net.fit(x, x**2, epochs=2, verbose=0, callbacks=[logger])
+    >>> sorted(k for k in history.history if k.startswith("d"))
+    ['d2y_abs_mean', 'd2y_zero_fraction', 'dy_abs_mean']
+    >>> logger.epochs, logger.curves["d2y"][0].shape
+    ([0, 1], (64, 1, 1))
+    """
+
+    def __init__(
+        self,
+        x,
+        every: int = 1,
+        order: int = 2,
+        hessian: str = "diagonal",
+        wrt: list[int] | None = None,
+        log_dir: str | os.PathLike | None = None,
+        plot: bool = True,
+        tensorboard: bool = False,
+        on_zero_curvature: str = "warn",
+        model: keras.layers.Layer | None = None,
+        feature: int = 0,
+        output: int = 0,
+        batch_size: int | None = None,
+    ):
+        super().__init__()
+        self.x = as_float_array(x, "DerivativeLogger")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"`every` must be a positive int; got {every!r}.")
+        self.every = every
+        self.order = check_order(order)
+        self.hessian = check_choice("hessian", hessian, HESSIAN_MODES)
+        self.wrt = check_wrt(wrt)
+        self.on_zero_curvature = check_choice(
+            "on_zero_curvature", on_zero_curvature, ON_ZERO_CURVATURE
+        )
+        if tensorboard and log_dir is None:
+            raise ValueError("tensorboard=True needs a `log_dir` to write to.")
+        self.log_dir = os.fspath(log_dir) if log_dir is not None else None
+        self.plot = plot
+        self.tensorboard = tensorboard
+        self.network = model
+        self.feature = feature
+        self.output = output
+        self.batch_size = batch_size
+        self._evaluator = None
+        self.epochs = []
+        self.curves = {}
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return OUTPUT_KEYS[: self.order + 1]
+
+    # -- setup ----------------------------------------------------------------
+
+    def _target(self):
+        if self.network is not None:
+            return self.network
+        outputs = getattr(self.model, "outputs", None)
+        if outputs is None or len(keras.tree.flatten(outputs)) == 1:
+            return self.model
+        wrappers = [
+            layer
+            for layer in _all_layers(self.model)
+            if isinstance(layer, DerivativeModel)
+        ]
+        if len(wrappers) == 1:
+            return wrappers[0].model
+        raise ValueError(
+            f"DerivativeLogger cannot tell which network of {self.model.name!r} "
+            "to differentiate (it has several outputs). Pass it: "
+            "DerivativeLogger(x, model=net)."
+        )
+
+    def _check_probe(self, net):
+        try:
+            width = net.inputs[0].shape[-1]
+        except (AttributeError, IndexError, TypeError, ValueError):
+            width = None  # a subclassed model: DerivativeModel checks at build
+        d = self.x.shape[1]
+        if width is not None and d != width:
+            raise ValueError(
+                f"DerivativeLogger's probe x has {d} features per point (shape "
+                f"{self.x.shape}), but {net.name!r} expects {width}. Pass x of "
+                f"shape (n, {width})."
+            )
+        if self.wrt is not None and max(self.wrt) >= d:
+            raise ValueError(
+                f"`wrt`={list(self.wrt)} names a feature beyond the probe's {d}."
+            )
+        n_wrt = len(self.wrt) if self.wrt is not None else d
+        if not 0 <= self.feature < n_wrt:
+            raise ValueError(
+                f"`feature`={self.feature} must be from 0 to {n_wrt - 1} (an index "
+                "among the differentiated features)."
+            )
+
+    def on_train_begin(self, logs=None):
+        self.epochs = []
+        self.curves = {key: [] for key in self.keys}
+        self._warned = set()
+        self._zero_curvature_reported = False
+        net = self._target()
+        self._check_probe(net)
+        if self._evaluator is None or self._evaluator.model is not net:
+            with warnings.catch_warnings():
+                # zero curvature is this callback's to report, as configured
+                warnings.simplefilter("ignore", curvature.ZeroCurvatureWarning)
+                self._evaluator = Evaluator(
+                    net,
+                    self.x.shape[1],
+                    str(self.x.dtype),
+                    order=self.order,
+                    hessian=self.hessian,
+                    wrt=self.wrt,
+                )
+        self._summaries = None
+        if self.log_dir is not None:
+            self._guard("create log_dir", os.makedirs, self.log_dir, exist_ok=True)
+        if self.tensorboard:
+            self._summaries = self._guard(
+                "open TensorBoard events", SummaryWriter, self.log_dir
+            )
+        if self.order >= 2 and curvature.has_identically_zero_curvature(net):
+            self._report_zero_curvature(curvature.zero_curvature_message(net))
+
+    def on_train_end(self, logs=None):
+        if self._summaries is not None:
+            self._guard("close TensorBoard events", self._summaries.close)
+            self._summaries = None
+
+    # -- each logged epoch ----------------------------------------------------
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch % self.every:
+            return
+        values = self._evaluator(self.x, self.batch_size)
+        self.epochs.append(epoch)
+        for key, value in zip(self.keys, values, strict=True):
+            self.curves[key].append(value)
+        scalars = self._scalars(values)
+        if logs is not None:
+            logs.update(scalars)
+        if self.log_dir is not None:
+            self._guard("write the curves", self._write_curves)
+            if self.plot or self._summaries is not None:
+                fig = self._guard("plot the curves", self.figure)
+                if fig is not None and self.plot:
+                    path = os.path.join(self.log_dir, PLOT_FILE)
+                    self._guard("write the plot", plotting.save_png, fig, path)
+                if fig is not None and self._summaries is not None:
+                    self._guard(
+                        "log to TensorBoard", self._write_summaries, epoch, scalars, fig
+                    )
+        if self.order >= 2 and np.all(values[2] == 0.0):
+            self._report_zero_curvature(
+                f"d2y/dx2 is exactly 0 at all {len(self.x)} probe points at epoch "
+                f"{epoch + 1}: the network is piecewise linear there. Use a smooth "
+                f"activation ({curvature.SMOOTH_ALTERNATIVES}) for curvature."
+            )
+
+    def _scalars(self, values):
+        scalars = {}
+        for key, value in zip(self.keys[1:], values[1:], strict=True):
+            scalars[f"{key}_abs_mean"] = float(np.mean(np.abs(value)))
+        if self.order >= 2:
+            scalars["d2y_zero_fraction"] = float(np.mean(values[2] == 0.0))
+        return scalars
+
+    def _panel(self, key, value):
+        """`(n,)` curve of one output component along `feature`."""
+        n = value.shape[0]
+        if key == "y" or (key == "d2y" and self.hessian == "laplacian"):
+            return value.reshape(n, -1)[:, self.output]
+        if key == "d2y" and self.hessian == "full":
+            value = np.diagonal(value, axis1=-2, axis2=-1)
+        return value.reshape(n, -1, value.shape[-1])[:, self.output, self.feature]
+
+    def figure(self):
+        """The figure of every logged epoch's curves (a matplotlib Figure)."""
+        column = self.wrt[self.feature] if self.wrt is not None else self.feature
+        curves = {
+            key: [self._panel(key, v) for v in per_epoch]
+            for key, per_epoch in self.curves.items()
+        }
+        return plotting.epoch_curves_figure(
+            self.x[:, column],
+            curves,
+            [e + 1 for e in self.epochs],
+            xlabel=f"x[{column}]",
+            title="Derivatives during training",
+        )
+
+    def _write_curves(self):
+        arrays = {"x": self.x, "epochs": np.asarray(self.epochs)}
+        arrays.update({key: np.stack(v) for key, v in self.curves.items()})
+        path = os.path.join(self.log_dir, CURVES_FILE)
+        write_atomically(path, lambda tmp: np.savez(tmp, **arrays))
+
+    def _write_summaries(self, epoch, scalars, fig):
+        for tag, value in scalars.items():
+            self._summaries.scalar(f"derivatives/{tag}", value, epoch)
+        self._summaries.image("derivatives/curves", plotting.png_bytes(fig), epoch)
+        self._summaries.flush()
+
+    # -- problems -------------------------------------------------------------
+
+    def _guard(self, what, fn, *args, **kwargs) -> Any:
+        """Run one I/O step; on failure warn once per kind, never raise."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - our I/O must not stop training
+            if isinstance(err, TensorBoardUnavailable):
+                message = str(err)
+            else:
+                message = f"could not {what} ({type(err).__name__}: {err})"
+            if what not in self._warned:
+                self._warned.add(what)
+                warnings.warn(
+                    f"DerivativeLogger {message}; training goes on.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return None
+
+    def _report_zero_curvature(self, message):
+        action = self.on_zero_curvature
+        if action == "ignore" or self._zero_curvature_reported:
+            return
+        self._zero_curvature_reported = True
+        if action == "raise":
+            raise curvature.ZeroCurvatureError(message)
+        if action == "stop":
+            self.model.stop_training = True
+            message += " Training stopped (on_zero_curvature='stop')."
+        warnings.warn(message, curvature.ZeroCurvatureWarning, stacklevel=2)
+
+
+def _all_layers(model):
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _all_layers(layer)

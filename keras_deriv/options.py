@@ -1,0 +1,70 @@
+"""Validation of the options shared by DerivativeModel, derivatives() and
+DerivativeLogger: each bad value is a clear error naming the fix."""
+
+import operator
+
+HESSIAN_MODES = ("diagonal", "full", "laplacian")
+METHODS = ("auto", "autodiff")
+MAX_ORDER = 4
+OUTPUT_KEYS = ("y", "dy", "d2y", "d3y", "d4y")
+
+
+def check_order(order):
+    if isinstance(order, bool) or not isinstance(order, int):
+        raise TypeError(
+            f"`order` must be an int from 1 to {MAX_ORDER}; got {order!r} "
+            f"of type {type(order).__name__}."
+        )
+    if not 1 <= order <= MAX_ORDER:
+        raise ValueError(
+            f"`order` must be from 1 to {MAX_ORDER} (1: [y, dy], 2: [y, dy, "
+            f"d2y], ...); got {order}."
+        )
+    return order
+
+
+def check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"Unknown `{name}`={value!r}. Expected one of "
+            f"{', '.join(repr(c) for c in choices)}."
+        )
+    return value
+
+
+def check_method(method):
+    if method == "taylor":
+        raise ValueError(
+            'method="taylor" (forward Taylor mode) is not available in this '
+            'version of keras_deriv. Use method="autodiff" or "auto".'
+        )
+    return check_choice("method", method, METHODS)
+
+
+def check_wrt(wrt):
+    if wrt is None:
+        return None
+    if isinstance(wrt, int) and not isinstance(wrt, bool):
+        wrt = [wrt]
+    try:
+        indices = [operator.index(i) for i in wrt]
+    except TypeError:
+        raise TypeError(
+            "`wrt` must be a list of integer feature indices, e.g. wrt=[0]; "
+            f"got {wrt!r}."
+        ) from None
+    if any(isinstance(i, bool) for i in wrt):
+        raise TypeError(f"`wrt` must hold integer indices, not booleans; got {wrt!r}.")
+    if not indices:
+        raise ValueError("`wrt` is empty: name at least one input feature.")
+    repeated = sorted({i for i in indices if indices.count(i) > 1})
+    if repeated:
+        raise ValueError(
+            f"`wrt` repeats the feature indices {repeated}; each input "
+            "feature may be named once."
+        )
+    if min(indices) < 0:
+        raise ValueError(
+            f"`wrt` indices must be non-negative (counted from 0); got {indices}."
+        )
+    return tuple(indices)
