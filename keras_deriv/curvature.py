@@ -104,6 +104,9 @@ class ZeroCurvatureFinding:
 def _activation_name(fn):
     if isinstance(fn, keras.layers.Layer):
         return type(fn).__name__
+    name = getattr(fn, "__name__", None)
+    if name and getattr(keras.activations, name, None) is fn:
+        return name  # a built-in (keras.activations.serialize is slow)
     try:
         name = keras.activations.serialize(fn)
     except (ValueError, TypeError, AttributeError):
@@ -137,6 +140,8 @@ def activation_zero_fraction(fn):
     name = _activation_name(fn)
     if name in KNOWN_ZERO_FRACTIONS:
         return KNOWN_ZERO_FRACTIONS[name], False
+    if name == "linear":
+        return 1.0, True
     probed = _probe(fn)
     return probed if probed is not None else (0.0, False)
 

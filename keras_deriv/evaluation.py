@@ -39,11 +39,20 @@ class Evaluator:
             raise ValueError(
                 f"`batch_size` must be a positive int; got {batch_size!r}."
             )
-        padded = -n % batch_size
-        if padded:
-            x = np.concatenate([x, np.repeat(x[-1:], padded, axis=0)])
-        outputs = self._function.predict(x, batch_size=batch_size, verbose=0)
-        return tuple(np.asarray(o)[:n] for o in outputs)
+        outputs = None
+        for start in range(0, n, batch_size):
+            chunk = x[start : start + batch_size]
+            if len(chunk) < batch_size:  # pad: one shape, one compiled function
+                chunk = np.concatenate(
+                    [chunk, np.repeat(chunk[-1:], batch_size - len(chunk), 0)]
+                )
+            values = self._function.predict_on_batch(chunk)
+            if outputs is None:  # preallocate: memory is the outputs, once
+                outputs = [np.empty((n, *v.shape[1:]), v.dtype) for v in values]
+            stop = min(start + batch_size, n)
+            for out, value in zip(outputs, values, strict=True):
+                out[start:stop] = value[: stop - start]
+        return tuple(outputs)
 
 
 def _cached_evaluator(model, d, dtype, options):

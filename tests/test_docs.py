@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+import keras_deriv.callbacks.derivative_logger
+import keras_deriv.curvature
 import keras_deriv.evaluation
 import keras_deriv.layers.derivative_model
 
@@ -27,7 +29,13 @@ def test_markdown_example_runs(code, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "module", [keras_deriv.layers.derivative_model, keras_deriv.evaluation]
+    "module",
+    [
+        keras_deriv.layers.derivative_model,
+        keras_deriv.evaluation,
+        keras_deriv.curvature,
+        keras_deriv.callbacks.derivative_logger,
+    ],
 )
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
