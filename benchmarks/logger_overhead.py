@@ -51,8 +51,10 @@ def main():
         plain.append(fit_seconds(x, [], args.epochs))
         logged.append(fit_seconds(x, [logger], args.epochs))
     p, q = np.median(plain), np.median(logged)
+    backend = keras.backend.backend()
     print(
-        f"backend {keras.backend.backend()}, {os.cpu_count()} cores, median of {args.repeats}"
+        f"backend {backend}, {os.cpu_count()} cores, {args.epochs} epochs, "
+        f"median of {args.repeats}"
     )
     print(
         f"fit without logger {p:.2f} s, with logger every epoch {q:.2f} s: "
