@@ -118,16 +118,22 @@ def _activation_name(fn):
 
 def _probe(fn):
     """(zero fraction of f'' on the grid, whether f' is constant there), or
-    None when the backend cannot differentiate `fn` twice."""
-    x = keras.ops.convert_to_tensor(PROBE_GRID.reshape(-1, 1))
-    try:
+    None when the backend cannot differentiate `fn` twice. Runs eagerly, also
+    when called while a model is being traced (a build inside `fit`)."""
+
+    def second_derivative():
+        x = keras.ops.convert_to_tensor(PROBE_GRID.reshape(-1, 1))
         _, d1, d2 = autodiff.derivatives(
             lambda z: keras.ops.reshape(fn(z), (-1, 1)), x, 2, "diagonal", (0,)
         )
+        return keras.ops.convert_to_numpy(d1).ravel(), keras.ops.convert_to_numpy(
+            d2
+        ).ravel()
+
+    try:
+        d1, d2 = backend.get().run_eagerly(second_derivative)
     except Exception:  # noqa: BLE001 - a missing derivative rule, whatever its type
         return None
-    d1 = keras.ops.convert_to_numpy(d1).ravel()
-    d2 = keras.ops.convert_to_numpy(d2).ravel()
     return float(np.mean(d2 == 0.0)), bool(np.all(d1 == d1[0]))
 
 

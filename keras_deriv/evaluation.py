@@ -138,3 +138,27 @@ def derivatives(
     )
     evaluator = _cached_evaluator(model, x.shape[1], str(x.dtype), options)
     return evaluator(x, batch_size)
+
+
+def _all_layers(model):
+    for layer in getattr(model, "layers", []):
+        yield layer
+        yield from _all_layers(layer)
+
+
+def network_to_differentiate(model):
+    """`model` itself when it has one output tensor; else the network wrapped
+    by its only `DerivativeModel` (a model trained on derivative outputs)."""
+    outputs = getattr(model, "outputs", None)
+    if outputs is None or len(keras.tree.flatten(outputs)) == 1:
+        return model
+    wrappers = [
+        layer for layer in _all_layers(model) if isinstance(layer, DerivativeModel)
+    ]
+    if len(wrappers) == 1:
+        return wrappers[0].model
+    raise ValueError(
+        f"Cannot tell which network of {model.name!r} to differentiate: it has "
+        f"{len(keras.tree.flatten(outputs))} outputs and {len(wrappers)} "
+        "DerivativeModel layers. Name the network explicitly."
+    )

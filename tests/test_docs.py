@@ -13,6 +13,8 @@ import keras_deriv.layers.derivative_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
+# Blocks fenced as ```python run; those titled "Before ..." (```python
+# title="Before (DeepXDE)") show another library's code and do not.
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 

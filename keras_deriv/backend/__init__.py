@@ -10,6 +10,8 @@ active Keras backend. Every module here offers the same two functions:
   Raises `NotDifferentiableError` when `y` does not depend differentiably
   on `x`.
 - `depends_on_input(f, x)`: whether `f(x)` is differentiably connected to `x`.
+- `run_eagerly(fn)`: `fn()` on concrete values, even inside a traced
+  (compiled) function.
 """
 
 import importlib

@@ -71,3 +71,9 @@ def depends_on_input(f, x):
         if any(reaches(v) for v in eqn.invars):
             live.update(eqn.outvars)
     return any(reaches(v) for v in jaxpr.outvars)
+
+
+def run_eagerly(fn):
+    """`fn()` on concrete values, even while a jit is being traced."""
+    with jax.ensure_compile_time_eval():
+        return fn()

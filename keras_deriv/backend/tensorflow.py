@@ -96,3 +96,9 @@ def depends_on_input(f, x):
     if not y.dtype.is_floating:
         return False
     return tape.gradient(y, x) is not None
+
+
+def run_eagerly(fn):
+    """`fn()` executed eagerly, even while a tf.function is being traced."""
+    with tf.init_scope():
+        return fn()

@@ -10,8 +10,7 @@ import numpy as np
 
 from keras_deriv import curvature, plotting
 from keras_deriv.atomic_files import write_atomically
-from keras_deriv.evaluation import Evaluator, as_float_array
-from keras_deriv.layers.derivative_model import DerivativeModel
+from keras_deriv.evaluation import Evaluator, as_float_array, network_to_differentiate
 from keras_deriv.options import (
     HESSIAN_MODES,
     OUTPUT_KEYS,
@@ -146,21 +145,12 @@ class DerivativeLogger(keras.callbacks.Callback):
     def _target(self):
         if self.network is not None:
             return self.network
-        outputs = getattr(self.model, "outputs", None)
-        if outputs is None or len(keras.tree.flatten(outputs)) == 1:
-            return self.model
-        wrappers = [
-            layer
-            for layer in _all_layers(self.model)
-            if isinstance(layer, DerivativeModel)
-        ]
-        if len(wrappers) == 1:
-            return wrappers[0].model
-        raise ValueError(
-            f"DerivativeLogger cannot tell which network of {self.model.name!r} "
-            "to differentiate (it has several outputs). Pass it: "
-            "DerivativeLogger(x, model=net)."
-        )
+        try:
+            return network_to_differentiate(self.model)
+        except ValueError as err:
+            raise ValueError(
+                f"{err} Pass it: DerivativeLogger(x, model=net)."
+            ) from None
 
     def _check_probe(self, net):
         try:
@@ -324,9 +314,3 @@ class DerivativeLogger(keras.callbacks.Callback):
             self.model.stop_training = True
             message += " Training stopped (on_zero_curvature='stop')."
         warnings.warn(message, curvature.ZeroCurvatureWarning, stacklevel=2)
-
-
-def _all_layers(model):
-    for layer in getattr(model, "layers", []):
-        yield layer
-        yield from _all_layers(layer)

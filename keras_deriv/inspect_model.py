@@ -1,0 +1,202 @@
+"""`keras-deriv inspect MODEL.keras`: zero-curvature findings and derivative
+curves of a saved model along one input feature."""
+
+import csv
+import io
+import json
+import os
+import sys
+import warnings
+import zipfile
+
+import keras
+import numpy as np
+
+from keras_deriv import plotting
+from keras_deriv.atomic_files import write_atomically
+from keras_deriv.curvature import (
+    ZeroCurvatureWarning,
+    find_zero_curvature_activations,
+    has_identically_zero_curvature,
+)
+from keras_deriv.evaluation import derivatives, network_to_differentiate
+
+
+class ModelLoadError(Exception):
+    """The model file cannot be loaded; the message is one sentence."""
+
+
+class UsageError(ValueError):
+    """Arguments that do not fit the model (exit code 2)."""
+
+
+def load(path, unsafe=False):
+    """Load a `.keras` model (safe mode unless `unsafe`), or raise
+    `ModelLoadError` with one clear sentence."""
+    if not os.path.exists(path):
+        raise ModelLoadError(f"No such file: {path}.")
+    if not zipfile.is_zipfile(path):
+        raise ModelLoadError(
+            f"{path} is not a Keras model file (a .keras file is a zip archive); "
+            "it may be corrupt or of another format."
+        )
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+    except Exception as err:  # noqa: BLE001 - any loading failure is reported
+        text = str(err)
+        if "safe_mode" in text:
+            raise ModelLoadError(
+                f"{path} contains Python code (e.g. a Lambda layer) that safe mode "
+                "refuses to run. If you trust its source, pass --unsafe: loading "
+                "it will then execute that code, which can do anything your "
+                "account can."
+            ) from err
+        first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+        raise ModelLoadError(f"Could not load {path}: {first}") from err
+
+
+def input_width(net):
+    try:
+        width = net.inputs[0].shape[-1]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        width = None
+    if width is None:
+        raise ModelLoadError("The model does not declare its input width (d).")
+    return int(width)
+
+
+def slice_points(width, feature, lo, hi, points, at):
+    """`(points, d)`: feature `feature` from lo to hi, the others at `at`."""
+    base = np.zeros(width, dtype="float32") if at is None else np.asarray(at, "float32")
+    x = np.tile(base, (points, 1))
+    x[:, feature] = np.linspace(lo, hi, points, dtype="float32")
+    return x
+
+
+def curves(values, feature):
+    """Flatten the outputs to (points, m): y_j, dy_j (along feature), d2y_j."""
+    y, dy, d2y = values
+    n = len(y)
+    return {
+        "y": y.reshape(n, -1),
+        "dy": dy.reshape(n, -1, dy.shape[-1])[:, :, feature],
+        "d2y": d2y.reshape(n, -1, d2y.shape[-1])[:, :, feature],
+    }
+
+
+def write_csv(path, x_feature, table):
+    columns = ["x"]
+    for key, values in table.items():
+        columns += [f"{key}_{j}" for j in range(values.shape[1])]
+    rows = np.column_stack([x_feature, *table.values()])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    writer.writerows([[repr(float(v)) for v in row] for row in rows])
+    text = buffer.getvalue()
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+
+    write_atomically(path, write)
+
+
+def run(args, stream=None):
+    """Inspect `args.model`; returns the report dict (also printed)."""
+    stream = stream or sys.stdout
+    model = load(args.model, unsafe=args.unsafe)
+    net = network_to_differentiate(model)
+    width = input_width(net)
+    if not 0 <= args.feature < width:
+        raise UsageError(
+            f"--feature must be from 0 to {width - 1}; got {args.feature}."
+        )
+    if args.at is not None and len(args.at) != width:
+        raise UsageError(f"--at needs {width} values (one per input feature).")
+    findings = find_zero_curvature_activations(net)
+    zero = has_identically_zero_curvature(net)
+    x = slice_points(
+        width, args.feature, args.range[0], args.range[1], args.points, args.at
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ZeroCurvatureWarning)  # reported below
+        values = derivatives(net, x, order=2)
+    table = curves(values, args.feature)
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(args.model))[0]
+    png = os.path.join(args.out, f"{stem}_derivatives.png")
+    csv_path = os.path.join(args.out, f"{stem}_derivatives.csv")
+    x_feature = x[:, args.feature]
+    fig = plotting.comparison_figure(
+        x_feature,
+        {
+            key: {f"output {j}": v[:, j] for j in range(v.shape[1])}
+            for key, v in table.items()
+        },
+        xlabel=f"x[{args.feature}]",
+        title=f"{stem}: derivatives along x[{args.feature}]",
+    )
+    plotting.save_png(fig, png)
+    write_csv(csv_path, x_feature, table)
+    report = {
+        "model": args.model,
+        "network": net.name,
+        "input_width": width,
+        "findings": [
+            {
+                "layer": f.layer,
+                "activation": f.activation,
+                "zero_fraction": f.zero_fraction,
+            }
+            for f in findings
+        ],
+        "identically_zero_curvature": zero,
+        "slice": {
+            "feature": args.feature,
+            "range": list(args.range),
+            "points": args.points,
+        },
+        "dy_abs_mean": float(np.abs(table["dy"]).mean()),
+        "d2y_abs_mean": float(np.abs(table["d2y"]).mean()),
+        "d2y_zero_fraction": float(np.mean(table["d2y"] == 0.0)),
+        "files": {"png": png, "csv": csv_path},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2), file=stream)
+    else:
+        print_report(report, stream)
+    return report
+
+
+def print_report(report, stream):
+    print(
+        f"{report['model']}: network {report['network']!r}, {report['input_width']} "
+        "input feature(s)",
+        file=stream,
+    )
+    if report["findings"]:
+        print("Activations whose second derivative vanishes:", file=stream)
+        for f in report["findings"]:
+            print(
+                f"  {f['layer']}: {f['activation']} (zero on {f['zero_fraction']:.0%} "
+                "of the probe grid)",
+                file=stream,
+            )
+    else:
+        print("No activation with a vanishing second derivative.", file=stream)
+    verdict = (
+        "identically zero: the network is piecewise linear"
+        if report["identically_zero_curvature"]
+        else "not identically zero"
+    )
+    print(f"Curvature (d2y/dx2): {verdict}.", file=stream)
+    s = report["slice"]
+    lo, hi = s["range"]
+    print(
+        f"Along x[{s['feature']}] in [{lo}, {hi}] ({s['points']} points): mean |dy| "
+        f"{report['dy_abs_mean']:.4g}, mean |d2y| {report['d2y_abs_mean']:.4g}, d2y "
+        f"exactly 0 at {report['d2y_zero_fraction']:.0%} of the points.",
+        file=stream,
+    )
+    print(f"Wrote {report['files']['png']} and {report['files']['csv']}", file=stream)
