@@ -147,3 +147,26 @@ def test_no_warning_for_first_order_or_smooth_nets():
         warnings.simplefilter("error", ZeroCurvatureWarning)
         DerivativeModel(seq(dense("relu")), order=1)(x)
         DerivativeModel(seq(dense("tanh")), order=2)(x)
+
+
+class Residual(keras.Model):
+    """Builds its DerivativeModel on the first call, inside `fit`'s trace."""
+
+    def __init__(self, net, **kwargs):
+        super().__init__(**kwargs)
+        self.derivs = DerivativeModel(net, order=2)
+
+    def call(self, inputs):
+        return self.derivs(inputs)[2][:, 0, 0]
+
+
+@pytest.mark.parametrize("activation, flagged", [(zigzag, True), (cubic, False)])
+def test_custom_activations_are_probed_inside_a_traced_build(activation, flagged):
+    model = Residual(seq(dense(activation)))
+    model.compile("adam", "mse")
+    x = np.linspace(-2, 2, 16, dtype="float32").reshape(-1, 1)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        model.fit(x, np.zeros(16, "float32"), epochs=1, verbose=0)
+    warned = any(w.category is ZeroCurvatureWarning for w in record)
+    assert warned == flagged

@@ -11,6 +11,8 @@ step's outer tape sees through them. Nested `ForwardAccumulator`s (what
 `keras.ops.jvp` uses here) trained wrongly inside `fit` in our measurements.
 """
 
+import concurrent.futures
+
 import tensorflow as tf
 
 from keras_deriv.errors import NotDifferentiableError
@@ -99,6 +101,12 @@ def depends_on_input(f, x):
 
 
 def run_eagerly(fn):
-    """`fn()` executed eagerly, even while a tf.function is being traced."""
-    with tf.init_scope():
+    """`fn()` executed eagerly, even while a tf.function is being traced.
+
+    Graph building is per thread, so a fresh thread runs eagerly. (Not
+    `tf.init_scope()`: it also pauses every gradient tape, `fn`'s own too.)
+    """
+    if tf.executing_eagerly():
         return fn()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn).result()

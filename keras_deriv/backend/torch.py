@@ -11,6 +11,8 @@ has no rule for some (`hardsigmoid`'s derivative). Under `torch.no_grad()`
 results are detached.
 """
 
+import concurrent.futures
+
 import torch
 
 from keras_deriv.errors import NotDifferentiableError
@@ -89,4 +91,8 @@ def depends_on_input(f, x):
 
 
 def run_eagerly(fn):
-    return fn()  # torch always runs eagerly (torch.compile falls back here)
+    """`fn()` on real tensors with gradients on, even inside Keras's symbolic
+    build (meta tensors, no_grad): those settings are per thread, so a fresh
+    thread starts clean."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn).result()
