@@ -210,7 +210,9 @@ def _survey(model):
     return findings, kinds
 
 
-def find_zero_curvature_activations(model) -> list[ZeroCurvatureFinding]:
+def find_zero_curvature_activations(
+    model: keras.layers.Layer,
+) -> list[ZeroCurvatureFinding]:
     """Activations in `model` whose second derivative is zero somewhere.
 
     Walks every layer, nested models included: `activation=` arguments,
@@ -227,7 +229,7 @@ def find_zero_curvature_activations(model) -> list[ZeroCurvatureFinding]:
         A list of `ZeroCurvatureFinding` (`.layer`, `.activation`,
         `.zero_fraction`), empty when there are none.
 
-    Example:
+    Examples:
 
     >>> import keras
     >>> from keras_deriv import find_zero_curvature_activations
@@ -241,7 +243,7 @@ def find_zero_curvature_activations(model) -> list[ZeroCurvatureFinding]:
     return _survey(model)[0]
 
 
-def has_identically_zero_curvature(model) -> bool:
+def has_identically_zero_curvature(model: keras.layers.Layer) -> bool:
     """Whether `model`'s d²y/dx² is identically zero (almost everywhere):
     it has a piecewise-linear nonlinearity and everything else in it is
     affine. Any smooth activation, or a nonlinear op (`Multiply`, softmax,

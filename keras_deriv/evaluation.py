@@ -4,6 +4,7 @@ import collections
 
 import keras
 import numpy as np
+import numpy.typing as npt
 
 from keras_deriv.layers.derivative_model import DerivativeModel
 
@@ -84,7 +85,7 @@ def as_float_array(x, who="derivatives()"):
 
 def derivatives(
     model: keras.layers.Layer,
-    x,
+    x: npt.ArrayLike,
     order: int = 2,
     hessian: str = "diagonal",
     wrt: list[int] | None = None,
@@ -115,7 +116,7 @@ def derivatives(
         A tuple of `order + 1` arrays `(y, dy, d2y, ...)` with the shapes of
         `DerivativeModel`'s outputs.
 
-    Example:
+    Examples:
 
     >>> import numpy as np, keras
     >>> from keras_deriv import derivatives

@@ -68,3 +68,14 @@ def check_wrt(wrt):
             f"`wrt` indices must be non-negative (counted from 0); got {indices}."
         )
     return tuple(indices)
+
+
+def check_hessian(hessian, order):
+    """A known Hessian mode that fits `order` (orders 3 and 4: diagonal)."""
+    check_choice("hessian", hessian, HESSIAN_MODES)
+    if order >= 3 and hessian != "diagonal":
+        raise ValueError(
+            f'order={order} needs hessian="diagonal" (orders 3 and 4 are pure '
+            f'partials ∂ᵏy/∂x_iᵏ); got hessian="{hessian}".'
+        )
+    return hessian

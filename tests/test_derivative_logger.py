@@ -268,6 +268,8 @@ def test_wrong_probe_shape_fails_before_any_step():
         DerivativeLogger(PROBE, on_zero_curvature="panic")
     with pytest.raises(ValueError, match="needs a `log_dir`"):
         DerivativeLogger(PROBE, tensorboard=True)
+    with pytest.raises(ValueError, match='order=3 needs hessian="diagonal"'):
+        DerivativeLogger(PROBE, order=3, hessian="full")
 
 
 def test_logs_the_wrapped_network_of_a_sobolev_model(tmp_path):

@@ -7,14 +7,15 @@ from typing import Any
 
 import keras
 import numpy as np
+import numpy.typing as npt
 
 from keras_deriv import curvature, plotting
 from keras_deriv.atomic_files import write_atomically
 from keras_deriv.evaluation import Evaluator, as_float_array, network_to_differentiate
 from keras_deriv.options import (
-    HESSIAN_MODES,
     OUTPUT_KEYS,
     check_choice,
+    check_hessian,
     check_order,
     check_wrt,
 )
@@ -79,7 +80,7 @@ class DerivativeLogger(keras.callbacks.Callback):
         batch_size: chunk size for large probe sets; `None` for up to 4096
             points at a time. Defaults to `None`.
 
-    Example:
+    Examples:
 
     >>> import numpy as np, keras
     >>> from keras_deriv import DerivativeLogger
@@ -98,7 +99,7 @@ class DerivativeLogger(keras.callbacks.Callback):
 
     def __init__(
         self,
-        x,
+        x: npt.ArrayLike,
         every: int = 1,
         order: int = 2,
         hessian: str = "diagonal",
@@ -118,7 +119,7 @@ class DerivativeLogger(keras.callbacks.Callback):
             raise ValueError(f"`every` must be a positive int; got {every!r}.")
         self.every = every
         self.order = check_order(order)
-        self.hessian = check_choice("hessian", hessian, HESSIAN_MODES)
+        self.hessian = check_hessian(hessian, self.order)
         self.wrt = check_wrt(wrt)
         self.on_zero_curvature = check_choice(
             "on_zero_curvature", on_zero_curvature, ON_ZERO_CURVATURE

@@ -11,9 +11,8 @@ from keras_deriv import backend, curvature, differentiability
 from keras_deriv.engines import autodiff
 from keras_deriv.errors import NotDifferentiableError
 from keras_deriv.options import (
-    HESSIAN_MODES,
     OUTPUT_KEYS,
-    check_choice,
+    check_hessian,
     check_method,
     check_order,
     check_wrt,
@@ -72,7 +71,7 @@ class DerivativeModel(keras.layers.Layer):
             `x.reshape(-1, 1)`, not `x` of shape `(batch,)`.
 
     Returns:
-        A list of `order + 1` tensors `[y, dy, d2y, ...]`, shaped as above.
+        list: `order + 1` tensors `[y, dy, d2y, ...]`, shaped as above.
 
     Warns:
         ZeroCurvatureWarning: once, at build, when order ≥ 2 is requested
@@ -86,7 +85,7 @@ class DerivativeModel(keras.layers.Layer):
         NotDifferentiableError: a layer of `model` cuts the derivative
             (`Embedding`, `argmax`, `stop_gradient`, ...).
 
-    Example:
+    Examples:
 
     >>> import numpy as np, keras
     >>> from keras_deriv import DerivativeModel
@@ -116,12 +115,7 @@ class DerivativeModel(keras.layers.Layer):
                 "keras.layers.Layer subclass."
             )
         self.order = check_order(order)
-        self.hessian = check_choice("hessian", hessian, HESSIAN_MODES)
-        if self.order >= 3 and self.hessian != "diagonal":
-            raise ValueError(
-                f'order={self.order} needs hessian="diagonal" (orders 3 and 4 '
-                f'are pure partials ∂ᵏy/∂x_iᵏ); got hessian="{self.hessian}".'
-            )
+        self.hessian = check_hessian(hessian, self.order)
         self.wrt = check_wrt(wrt)
         self.method = check_method(method)
         self.model = model
