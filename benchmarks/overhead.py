@@ -3,10 +3,12 @@ side by side in one process (medians of repeated runs; ratios).
 
     KERAS_BACKEND=tensorflow python benchmarks/overhead.py [--points 1000]
 
-Workloads: the original question's net (1 -> 1024 relu -> 1) and a PINN net
-(1 -> 64x4 tanh -> 1). Everything is compiled as `fit` and `predict` compile
-it: tf.function on TensorFlow, jax.jit on JAX; torch runs eagerly. On
-TensorFlow the hand-written nested GradientTape recipe runs beside it.
+Workloads: [y, dy, d2y] of the original question's net (1 -> 1024 relu -> 1)
+and of a PINN net (1 -> 64x4 tanh -> 1); the Laplacian of a 10 -> 64x4 tanh
+-> 1 net. Each with the autodiff and the Taylor engine. Everything is
+compiled as `fit` and `predict` compile it: tf.function on TensorFlow,
+jax.jit on JAX; torch runs eagerly. On TensorFlow the hand-written nested
+GradientTape recipe runs beside it.
 """
 
 import argparse
@@ -29,8 +31,8 @@ def question_net():
     return keras.Sequential([keras.Input((1,)), hidden, keras.layers.Dense(1)])
 
 
-def pinn_net():
-    layers = [keras.Input((1,))]
+def pinn_net(d=1):
+    layers = [keras.Input((d,))]
     layers += [keras.layers.Dense(64, activation="tanh") for _ in range(4)]
     return keras.Sequential([*layers, keras.layers.Dense(1)])
 
@@ -89,9 +91,6 @@ def main():
     parser.add_argument("--points", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args()
-    x = keras.ops.convert_to_tensor(
-        np.linspace(0, 1, args.points, dtype="float32").reshape(-1, 1)
-    )
     cpu = platform.processor() or platform.machine()
     print(
         f"backend {BACKEND}, keras {keras.__version__}, {cpu}, {os.cpu_count()} "
@@ -99,19 +98,22 @@ def main():
     )
     print(f"{'workload':<28}{'method':<26}{'ms':>8}{'x forward':>11}")
     workloads = [
-        ("question 1-1024relu-1", question_net),
-        ("pinn 1-64x4tanh-1", pinn_net),
+        ("question 1-1024relu-1", question_net, 1, "diagonal"),
+        ("pinn 1-64x4tanh-1", pinn_net, 1, "diagonal"),
+        ("laplacian 10-64x4tanh-1", lambda: pinn_net(10), 10, "laplacian"),
     ]
-    for name, make in workloads:
+    for name, make, d, hessian in workloads:
         net = make()
-        inputs = keras.Input((1,))
-        derivs = keras.Model(inputs, DerivativeModel(net, order=2)(inputs))
-        rows = [
-            ("forward", compiled(net)),
-            ("DerivativeModel order 2", compiled(derivs)),
-        ]
-        if BACKEND == "tensorflow":
+        inputs = keras.Input((d,))
+        rows = [("forward", compiled(net))]
+        for method in ("autodiff", "taylor"):
+            layer = DerivativeModel(net, order=2, hessian=hessian, method=method)
+            rows.append((method, compiled(keras.Model(inputs, layer(inputs)))))
+        if BACKEND == "tensorflow" and d == 1:
             rows.append(("nested GradientTape", nested_tape(net)))
+        x = keras.ops.convert_to_tensor(
+            np.random.default_rng(0).uniform(size=(args.points, d)).astype("float32")
+        )
         base = None
         for label, fn in rows:
             ms = median_ms(fn, x, args.repeats)

@@ -230,14 +230,14 @@ def find_zero_curvature_activations(
         `.zero_fraction`), empty when there are none.
 
     Examples:
-
-    >>> import keras
-    >>> from keras_deriv import find_zero_curvature_activations
-    >>> net = keras.Sequential([keras.Input((1,)),
-    ...                         keras.layers.Dense(8, activation="relu"),
-    ...                         keras.layers.Dense(1)])
-    >>> [(f.activation, f.zero_fraction) for f in find_zero_curvature_activations(net)]
-    [('relu', 1.0)]
+        >>> import keras
+        >>> from keras_deriv import find_zero_curvature_activations
+        >>> net = keras.Sequential([keras.Input((1,)),
+        ...                         keras.layers.Dense(8, activation="relu"),
+        ...                         keras.layers.Dense(1)])
+        >>> findings = find_zero_curvature_activations(net)
+        >>> [(f.activation, f.zero_fraction) for f in findings]
+        [('relu', 1.0)]
     """
     backend.get()
     return _survey(model)[0]

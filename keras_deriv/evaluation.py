@@ -110,23 +110,23 @@ def derivatives(
             all. Defaults to `None`.
         batch_size: points per chunk; `None` evaluates up to 4096 points at
             a time. Defaults to `None`.
-        method: `"auto"` or `"autodiff"`. Defaults to `"auto"`.
+        method: `"auto"`, `"autodiff"` or `"taylor"`, as in
+            `DerivativeModel`. Defaults to `"auto"`.
 
     Returns:
         A tuple of `order + 1` arrays `(y, dy, d2y, ...)` with the shapes of
         `DerivativeModel`'s outputs.
 
     Examples:
-
-    >>> import numpy as np, keras
-    >>> from keras_deriv import derivatives
-    >>> net = keras.Sequential([keras.Input((1,)),
-    ...                         keras.layers.Dense(8, activation="tanh"),
-    ...                         keras.layers.Dense(1)])
-    >>> x = np.linspace(0, 1, 100, dtype="float32").reshape(-1, 1)
-    >>> y, dy, d2y = derivatives(net, x, order=2)
-    >>> dy.shape
-    (100, 1, 1)
+        >>> import numpy as np, keras
+        >>> from keras_deriv import derivatives
+        >>> net = keras.Sequential([keras.Input((1,)),
+        ...                         keras.layers.Dense(8, activation="tanh"),
+        ...                         keras.layers.Dense(1)])
+        >>> x = np.linspace(0, 1, 100, dtype="float32").reshape(-1, 1)
+        >>> y, dy, d2y = derivatives(net, x, order=2)
+        >>> dy.shape
+        (100, 1, 1)
     """
     x = as_float_array(x)
     if len(x) == 0:

@@ -6,6 +6,8 @@ TensorFlow, float32 rounding on JAX and torch, where Keras computes float64
 models in float32).
 """
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -46,8 +48,21 @@ def x():
     return np.random.default_rng(1).uniform(-1.5, 1.5, (11, 3))
 
 
+@pytest.fixture(autouse=True, params=["autodiff", "taylor"])
+def engine(request, monkeypatch):
+    """Every test here runs with both engines (Taylor has no full Hessian:
+    "auto" computes it)."""
+    monkeypatch.setattr(sys.modules[__name__], "ENGINE", request.param)
+
+
+ENGINE = "autodiff"
+
+
 def outputs(net, x, **kwargs):
-    layer = DerivativeModel(net, dtype="float64", **kwargs)
+    method = (
+        "auto" if kwargs.get("hessian") == "full" and ENGINE == "taylor" else ENGINE
+    )
+    layer = DerivativeModel(net, dtype="float64", method=method, **kwargs)
     return [to_numpy(t) for t in layer(f64(x))]
 
 

@@ -30,7 +30,6 @@ def net(d=2):
         ({"order": True}, TypeError, "must be an int"),
         ({"hessian": "diag"}, ValueError, "Unknown `hessian`='diag'.*'diagonal'"),
         ({"method": "fast"}, ValueError, "Unknown `method`='fast'.*'autodiff'"),
-        ({"method": "taylor"}, ValueError, "not available.*autodiff"),
         (
             {"order": 3, "hessian": "full"},
             ValueError,

@@ -37,8 +37,9 @@ def with_named_outputs(inner, **kwargs):
     return keras.Model(inputs, dict(zip(layer.output_keys, layer(inputs), strict=True)))
 
 
+@pytest.mark.parametrize("method", ["autodiff", "taylor"])
 @pytest.mark.parametrize("jit_compile", JIT_MODES)
-def test_sobolev_fit_of_x_squared(jit_compile):
+def test_sobolev_fit_of_x_squared(jit_compile, method):
     x = np.linspace(0, 1, 128, dtype="float32").reshape(-1, 1)
     targets = {
         "y": x**2,
@@ -46,7 +47,7 @@ def test_sobolev_fit_of_x_squared(jit_compile):
         "d2y": np.full((128, 1, 1), 2.0, "float32"),
     }
     inner = tanh_net()
-    model = with_named_outputs(inner, order=2)
+    model = with_named_outputs(inner, order=2, method=method)
     model.compile(
         optimizer=keras.optimizers.Adam(
             keras.optimizers.schedules.ExponentialDecay(1e-2, 300, 0.3)

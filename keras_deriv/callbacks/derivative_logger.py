@@ -81,20 +81,19 @@ class DerivativeLogger(keras.callbacks.Callback):
             points at a time. Defaults to `None`.
 
     Examples:
-
-    >>> import numpy as np, keras
-    >>> from keras_deriv import DerivativeLogger
-    >>> net = keras.Sequential([keras.Input((1,)),
-    ...                         keras.layers.Dense(16, activation="tanh"),
-    ...                         keras.layers.Dense(1)])
-    >>> net.compile("adam", "mse")
-    >>> x = np.linspace(0, 1, 64, dtype="float32").reshape(-1, 1)
-    >>> logger = DerivativeLogger(x)
-    >>> history = net.fit(x, x**2, epochs=2, verbose=0, callbacks=[logger])
-    >>> sorted(k for k in history.history if k.startswith("d"))
-    ['d2y_abs_mean', 'd2y_zero_fraction', 'dy_abs_mean']
-    >>> logger.epochs, logger.curves["d2y"][0].shape
-    ([0, 1], (64, 1, 1))
+        >>> import numpy as np, keras
+        >>> from keras_deriv import DerivativeLogger
+        >>> net = keras.Sequential([keras.Input((1,)),
+        ...                         keras.layers.Dense(16, activation="tanh"),
+        ...                         keras.layers.Dense(1)])
+        >>> net.compile("adam", "mse")
+        >>> x = np.linspace(0, 1, 64, dtype="float32").reshape(-1, 1)
+        >>> logger = DerivativeLogger(x)
+        >>> history = net.fit(x, x**2, epochs=2, verbose=0, callbacks=[logger])
+        >>> sorted(k for k in history.history if k.startswith("d"))
+        ['d2y_abs_mean', 'd2y_zero_fraction', 'dy_abs_mean']
+        >>> logger.epochs, logger.curves["d2y"][0].shape
+        ([0, 1], (64, 1, 1))
     """
 
     def __init__(

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from keras_deriv import backend, curvature, differentiability
-from keras_deriv.engines import autodiff
+from keras_deriv.engines import autodiff, taylor
 from keras_deriv.errors import NotDifferentiableError
 from keras_deriv.options import (
     OUTPUT_KEYS,
@@ -62,16 +62,20 @@ class DerivativeModel(keras.layers.Layer):
             (e.g. `[0]` for x of an input `(x, t)`), the others held fixed;
             `None` for all. Defaults to `None`.
         method: `"autodiff"` (the backend's nested automatic
-            differentiation, works for any layer) or `"auto"` (the fastest
-            correct engine; currently autodiff). Defaults to `"auto"`.
+            differentiation, works for any layer), `"taylor"` (forward
+            propagation of Taylor coefficients through Sequential models of
+            supported layers; an error names an unsupported layer) or
+            `"auto"` (Taylor for the Laplacian where supported, else
+            autodiff: the faster correct engine in our benchmarks).
+            Defaults to `"auto"`.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
         inputs: float tensor `(batch, d)`. A single feature needs its axis:
             `x.reshape(-1, 1)`, not `x` of shape `(batch,)`.
 
-    Returns:
-        list: `order + 1` tensors `[y, dy, d2y, ...]`, shaped as above.
+    Call returns:
+        A list of `order + 1` tensors `[y, dy, d2y, ...]`, shaped as above.
 
     Warns:
         ZeroCurvatureWarning: once, at build, when order ≥ 2 is requested
@@ -86,15 +90,14 @@ class DerivativeModel(keras.layers.Layer):
             (`Embedding`, `argmax`, `stop_gradient`, ...).
 
     Examples:
-
-    >>> import numpy as np, keras
-    >>> from keras_deriv import DerivativeModel
-    >>> net = keras.Sequential([keras.Input((1,)),
-    ...                         keras.layers.Dense(16, activation="tanh"),
-    ...                         keras.layers.Dense(1)])
-    >>> y, dy, d2y = DerivativeModel(net, order=2)(np.ones((5, 1), "float32"))
-    >>> tuple(d2y.shape)
-    (5, 1, 1)
+        >>> import numpy as np, keras
+        >>> from keras_deriv import DerivativeModel
+        >>> net = keras.Sequential([keras.Input((1,)),
+        ...                         keras.layers.Dense(16, activation="tanh"),
+        ...                         keras.layers.Dense(1)])
+        >>> y, dy, d2y = DerivativeModel(net, order=2)(np.ones((5, 1), "float32"))
+        >>> tuple(d2y.shape)
+        (5, 1, 1)
     """
 
     def __init__(
@@ -190,7 +193,29 @@ class DerivativeModel(keras.layers.Layer):
         differentiability.raise_if_static_cut(self.model)
         if self.order >= 2:
             curvature.warn_if_zero_curvature(self.model, stacklevel=3)
+        self._engine = self._choose_engine()
         self.built = True
+
+    def _choose_engine(self):
+        if self.method == "autodiff":
+            return "autodiff"
+        try:
+            taylor.check_supported(self.model, self.order, self.hessian)
+        except taylor.Unsupported as why:
+            if self.method == "taylor":
+                raise ValueError(
+                    f'method="taylor" cannot differentiate {self.model.name!r}: '
+                    f'{why}. Use method="auto", which falls back to autodiff.'
+                ) from None
+            return "autodiff"
+        if self.method == "taylor":
+            return "taylor"
+        # "auto", from benchmarks/overhead.py: the forward Laplacian is 1.2-3x
+        # faster than nested autodiff on every backend; for pure partials
+        # the two are within noise of each other, or autodiff is faster.
+        return (
+            "taylor" if self.hessian == "laplacian" and self.order >= 2 else "autodiff"
+        )
 
     def compute_output_shape(self, input_shape):
         input_shape = self._check_input_shape(input_shape)
@@ -221,7 +246,14 @@ class DerivativeModel(keras.layers.Layer):
     def _check_connected(self, x):
         if self._connection_checked:
             return
-        if not backend.get().depends_on_input(self.model, x):
+        # A stateless scope keeps stateful layers (dropout's seed) from
+        # updating their state, or leaking a tracer, in this extra call. It
+        # maps each variable to its current value: inside Keras's JAX loops
+        # the variables themselves hold no value, only the outer scope does.
+        current = [(v, v.value) for v in self.model.variables]
+        with keras.StatelessScope(state_mapping=current):
+            connected = backend.get().depends_on_input(self.model, x)
+        if not connected:
             self._raise_not_connected(x)
         self._connection_checked = True
 
@@ -236,7 +268,7 @@ class DerivativeModel(keras.layers.Layer):
             "DerivativeModel."
         ) from cause
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         self._check_input_dtype(inputs.dtype)
         x = inputs
         self._check_input_shape(x.shape)
@@ -247,6 +279,11 @@ class DerivativeModel(keras.layers.Layer):
             return ops.reshape(self.model(z), (-1, m))
 
         wrt = self.wrt if self.wrt is not None else tuple(range(x.shape[-1]))
+        if self._engine == "taylor":
+            levels = taylor.derivatives(
+                self.model, x, self.order, self.hessian, wrt, training
+            )
+            return self._unflatten(levels)
         try:
             levels = autodiff.derivatives(f, x, self.order, self.hessian, wrt)
         except NotDifferentiableError as err:
