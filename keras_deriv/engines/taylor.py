@@ -214,25 +214,32 @@ def derivatives(model, x, order, hessian, wrt, training=None):
     """`[y, dy, d2y, ...]` as the autodiff engine returns them, for a
     Sequential `model` with `(B, F)` activations: `y` `(B, m)`, derivatives
     `(B, m, d')`, the Laplacian `(B, m)`."""
-    d = x.shape[-1]
-    eye = ops.eye(d, dtype=x.dtype)
-    directions = ops.take(eye, list(wrt), axis=0)  # (d', d)
+    d, n = x.shape[-1], len(wrt)
+    directions = ops.take(ops.eye(d, dtype=x.dtype), list(wrt), axis=0)  # (d', d)
     b = ops.shape(x)[0]
-    c1 = ops.broadcast_to(ops.expand_dims(directions, 0), (b, len(wrt), d))
     laplacian = hessian == "laplacian" and order >= 2
+    if n == 1:
+        # One direction: no direction axis at all (fewer ops), and the
+        # Laplacian is that direction's pure second derivative.
+        c1 = ops.broadcast_to(directions, (b, d))
+        jet_laplacian = False
+    else:
+        c1 = ops.broadcast_to(ops.expand_dims(directions, 0), (b, n, d))
+        jet_laplacian = laplacian
     jet = [x, c1] + [None] * (order - 1)  # x is linear in each direction
-    out = _propagate(model, jet, laplacian, training)
+    out = _propagate(model, jet, jet_laplacian, training)
     m = math.prod(out[0].shape[1:])
     y = ops.reshape(out[0], (-1, m))
     levels = [y]
     for k, c in enumerate(out[1:], start=1):
+        summed = laplacian and k == 2
         if c is None:  # identically zero (e.g. d2y of a ReLU net)
-            zero = ops.zeros_like(y)
-            if not (laplacian and k == 2):
-                zero = ops.repeat(ops.expand_dims(zero, -1), len(wrt), axis=-1)
-            levels.append(zero)
-        elif len(c.shape) == len(out[0].shape):  # the Laplacian
-            levels.append(ops.reshape(c, (-1, m)))
+            c = ops.zeros_like(out[0])
+            if not summed and n > 1:
+                c = ops.repeat(ops.expand_dims(c, 1), n, axis=1)
+        if summed or n == 1:  # (B, *out): the Laplacian, or one direction
+            level = ops.reshape(c, (-1, m))
+            levels.append(level if summed else ops.expand_dims(level, -1))
         else:
-            levels.append(ops.transpose(ops.reshape(c, (-1, len(wrt), m)), (0, 2, 1)))
+            levels.append(ops.transpose(ops.reshape(c, (-1, n, m)), (0, 2, 1)))
     return levels
