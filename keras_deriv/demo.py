@@ -56,7 +56,7 @@ RECIPES = (
 
 
 class Progress(keras.callbacks.Callback):
-    """One line per network, updated in place at each epoch."""
+    """One line per network, updated in place at each epoch on a terminal."""
 
     def __init__(self, label, stream):
         super().__init__()
@@ -64,12 +64,14 @@ class Progress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         total = self.params.get("epochs", "?")
+        last = epoch + 1 == total
+        if not (last or self.stream.isatty()):
+            return  # a log file or a pipe gets the final line only
         loss = (logs or {}).get("loss", float("nan"))
-        end = "\n" if epoch + 1 == total else ""
         line = (
             f"  training {self.label:<22} epoch {epoch + 1:>3}/{total}  loss {loss:.2e}"
         )
-        print("\r" + line, end=end, file=self.stream, flush=True)
+        print("\r" + line, end="\n" if last else "", file=self.stream, flush=True)
 
 
 def build(recipe):

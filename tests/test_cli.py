@@ -26,6 +26,8 @@ def test_demo_shows_the_relu_trap_and_a_curved_smooth_net(tmp_path):
     text = out.getvalue()
     assert "trained on" in text and "y, dy/dx and d2y/dx2" in text
     assert "exactly 0 everywhere" in text
+    # not a terminal: one final progress line per network, no \r updates
+    assert "epoch  10/10" in text and "epoch   1/10" not in text
     assert (tmp_path / "demo.png").read_bytes().startswith(b"\x89PNG")
 
 
