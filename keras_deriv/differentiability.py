@@ -108,3 +108,45 @@ def dynamic_cut(model, x):
         if not be.depends_on_input(sub, x):
             return op.name
     return None
+
+
+def autodiff_defect(model, order, prefix=""):
+    """The first layer (`"path", "reason"`) whose derivatives up to `order`
+    the backend's native nested differentiation gets wrong, or None.
+    Recurses into nested models."""
+    for op in _operations(model):
+        path = f"{prefix}{op.name}"
+        reason = backend.get().wrong_derivatives(op, order)
+        if reason is not None:
+            return path, reason
+        if _operations(op) and op is not model:
+            inner = autodiff_defect(op, order, prefix=f"{path}/")
+            if inner is not None:
+                return inner
+    return None
+
+
+def batch_dependent_layer(model, prefix=""):
+    """The path of the first layer that, in training mode, mixes the points
+    of a batch (BatchNormalization with batch statistics), or None."""
+    for op in _operations(model):
+        path = f"{prefix}{op.name}"
+        if type(op).__name__ == "BatchNormalization" and op.trainable:
+            return path
+        if _operations(op) and op is not model:
+            inner = batch_dependent_layer(op, prefix=f"{path}/")
+            if inner is not None:
+                return inner
+    return None
+
+
+def raise_if_batch_dependent(model):
+    path = batch_dependent_layer(model)
+    if path is not None:
+        raise ValueError(
+            f"Layer {path!r} of {model.name!r} normalises with batch statistics "
+            "in training mode, so the output at one point depends on every "
+            "point of the batch, and its derivative with respect to one "
+            "point's input is not defined. Freeze it (`layer.trainable = "
+            "False` runs it in inference mode) or use LayerNormalization."
+        )

@@ -50,8 +50,7 @@ def x():
 
 @pytest.fixture(autouse=True, params=["autodiff", "taylor"])
 def engine(request, monkeypatch):
-    """Every test here runs with both engines (Taylor has no full Hessian:
-    "auto" computes it)."""
+    """Every test here runs with both engines."""
     monkeypatch.setattr(sys.modules[__name__], "ENGINE", request.param)
 
 
@@ -59,10 +58,7 @@ ENGINE = "autodiff"
 
 
 def outputs(net, x, **kwargs):
-    method = (
-        "auto" if kwargs.get("hessian") == "full" and ENGINE == "taylor" else ENGINE
-    )
-    layer = DerivativeModel(net, dtype="float64", method=method, **kwargs)
+    layer = DerivativeModel(net, dtype="float64", method=ENGINE, **kwargs)
     return [to_numpy(t) for t in layer(f64(x))]
 
 

@@ -1,5 +1,5 @@
 """The one place that picks a framework: `get()` returns the module of the
-active Keras backend. Every module here offers the same two functions:
+active Keras backend. Every module here offers the same functions:
 
 - `nested_derivatives(f, x, order, full_hessian, wrt)`: for `f` mapping
   `(N, d)` to `(N, m)`, with the rows independent of each other (f may be
@@ -12,6 +12,8 @@ active Keras backend. Every module here offers the same two functions:
 - `depends_on_input(f, x)`: whether `f(x)` is differentiably connected to `x`.
 - `run_eagerly(fn)`: `fn()` on concrete values, even inside a traced
   (compiled) function.
+- `wrong_derivatives(layer, order)`: why nested native differentiation
+  gets `layer`'s derivatives up to `order` wrong, or None.
 """
 
 import importlib

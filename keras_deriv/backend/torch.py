@@ -20,6 +20,20 @@ from keras_deriv.errors import NotDifferentiableError
 _NOT_CONNECTED = "the output does not depend differentiably on the input"
 
 
+def wrong_derivatives(layer, order):
+    """Why nested `autograd.grad` gets `layer`'s derivatives up to `order`
+    wrong, or None. Keras runs LayerNormalization with torch's fused
+    `layer_norm` kernel, whose third derivative is wrong (its first two are
+    right; checked in float64 against the same function written out)."""
+    if order >= 3 and type(layer).__name__ == "LayerNormalization":
+        if not layer.rms_scaling:
+            return (
+                "the third derivative of torch's layer_norm kernel is wrong "
+                "(the first and second are right)"
+            )
+    return None
+
+
 def _gradients(top, xt, keep_graph):
     """`(N, m, d)`, d top[:, j] / d xt for each component j, or None when no
     component depends on xt."""

@@ -1,14 +1,15 @@
-"""The Taylor engine: forward propagation of derivative coefficients.
+"""The Taylor engine: forward propagation of jets through a model.
 
-A jet is `[c0, c1, ..., ck]`: `c0` the layer's value `(B, F)`, and `cj`
-its j-th derivative along each differentiated input direction,
-`(B, d', F)`. In Laplacian mode the second coefficient is already summed
-over the directions, `(B, F)` (the forward Laplacian of Li et al. 2023).
-Each supported layer has a rule in `RULES` (a registry by class name); a
-model with any other layer is not supported and the autodiff engine is used.
+Each supported layer has a rule in `RULES`, a registry by class name, that
+maps the jets of its inputs to the jet of its output (jet arithmetic in
+`jets.py`). Sequential and Functional models, nested, are walked layer by
+layer; a model with any other layer or operation is not supported and the
+autodiff engine is used (never a guess).
 
 Costs per Dense layer: 1 + k·d' matmuls for order k pure partials, d' + 2
-for the Laplacian — against a nested reverse pass per order and per output.
+for the Laplacian (the forward Laplacian of Li et al. 2023), 1 + d' +
+d'(d'+1)/2 for the full Hessian — against a nested reverse pass per order
+and per output for autodiff.
 """
 
 import math
@@ -16,13 +17,14 @@ import math
 import keras
 from keras import ops
 
-from keras_deriv.engines import activation_derivatives
+from keras_deriv.engines import activation_derivatives, jets
 
 RULES = {}
+MERGES = ("Add", "Subtract", "Multiply", "Average", "Concatenate")
 
 
 class Unsupported(Exception):
-    """The model has a layer without a Taylor rule."""
+    """The model has a layer (or a mode) the Taylor engine has no rule for."""
 
 
 def rule(*class_names):
@@ -34,175 +36,268 @@ def rule(*class_names):
     return register
 
 
-def _linear(jet, apply):
-    """Rule of a linear map: `apply` on every coefficient (its direction
-    axis folded into the batch); the caller adds the bias to c0 only."""
-    out = [apply(jet[0])]
-    for c in jet[1:]:
-        if c is None:  # a known zero stays zero
-            out.append(None)
-        elif len(c.shape) == len(jet[0].shape):  # a summed (Laplacian) term
-            out.append(apply(c))
-        else:
-            b, d = ops.shape(c)[0], c.shape[1]
-            flat = ops.reshape(c, (-1, *c.shape[2:]))
-            res = apply(flat)
-            out.append(ops.reshape(res, (b, d, *res.shape[1:])))
-    return out
-
-
-def _expand(f, c):
-    """Broadcast a `(B, F)` factor against a coefficient `(B, d', F)`."""
-    return ops.expand_dims(f, 1) if len(c.shape) > len(f.shape) else f
-
-
-def _terms(*terms):
-    """Sum of the terms that are not known zeros (None), or None."""
-    present = [t for t in terms if t is not None]
-    if not present:
-        return None
-    total = present[0]
-    for t in present[1:]:
-        total = total + t
-    return total
-
-
-def _times(*factors):
-    """Product, or None (a known zero) if any factor is None."""
-    if any(f is None for f in factors):
-        return None
-    out = factors[0]
-    for f in factors[1:]:
-        out = out * f
-    return out
-
-
-def elementwise(jet, derivs, laplacian):
-    """Faà di Bruno for y = f(z): `derivs` = [f'(z0), f''(z0), ...], None
-    where a derivative is identically zero (piecewise-linear f)."""
-    k = len(jet) - 1
-    z = [None, *jet[1:], None, None, None][:5]
-    z1, z2, z3, z4 = z[1], z[2], z[3], z[4]
-    like = z1 if z1 is not None else next(c for c in jet[1:] if c is not None)
-    f = [None] + [None if d is None else _expand(d, like) for d in derivs]
-    f = (f + [None] * 5)[:5]
-    out = [None] * (k + 1)
-    out[1] = _times(f[1], z1)
-    if k >= 2 and laplacian:
-        square = None if z1 is None or derivs[1] is None else ops.sum(z1 * z1, axis=1)
-        out[2] = _terms(_times(derivs[0], z2), _times(derivs[1], square))
-    elif k >= 2:
-        out[2] = _terms(_times(f[1], z2), _times(f[2], z1, z1))
-    if k >= 3:
-        out[3] = _terms(
-            _times(f[1], z3), _times(f[2], z1, z2, 3.0), _times(f[3], z1, z1, z1)
-        )
-    if k >= 4:
-        mixed = _terms(_times(z1, z3, 4.0), _times(z2, z2, 3.0))
-        out[4] = _terms(
-            _times(f[1], z4),
-            _times(f[2], mixed),
-            _times(f[3], z1, z1, z2, 6.0),
-            _times(f[4], z1, z1, z1, z1),
-        )
-    return out
-
-
-def _activate(layer, activation, jet, laplacian):
-    k = len(jet) - 1
+def _activate(layer, activation, jet, mode):
     derivs = activation_derivatives.get(activation, layer)
     if derivs is None:
-        raise Unsupported(f"activation {activation!r}")
-    value, *higher = derivs(jet[0], k)
-    return [value, *elementwise(jet, higher, laplacian)[1:]]
+        raise Unsupported(f"the activation of layer {layer.name!r}")
+    value, *higher = derivs(jet[0], len(jet) - 1)
+    return [value, *jets.compose(jet, higher, mode)[1:]]
 
 
 @rule("Dense")
-def _dense(layer, jet, laplacian, training):
-    out = _linear(jet, lambda h: ops.matmul(h, layer.kernel))
+def _dense(layer, jet, mode, training):
+    out = jets.linear(jet, lambda h: ops.matmul(h, layer.kernel))
     if layer.bias is not None:
         out[0] = out[0] + layer.bias
-    return _activate(layer, layer.activation, out, laplacian)
+    return _activate(layer, layer.activation, out, mode)
 
 
 @rule("EinsumDense")
-def _einsum_dense(layer, jet, laplacian, training):
-    out = _linear(jet, lambda h: ops.einsum(layer.equation, h, layer.kernel))
+def _einsum_dense(layer, jet, mode, training):
+    out = jets.linear(jet, lambda h: ops.einsum(layer.equation, h, layer.kernel))
     if layer.bias is not None:
         out[0] = out[0] + layer.bias
-    return _activate(layer, layer.activation, out, laplacian)
-
-
-@rule("Normalization")
-def _normalization(layer, jet, laplacian, training):
-    # (x - mean) / max(sqrt(var), eps), or its inverse: affine, per feature
-    std = ops.maximum(ops.sqrt(layer.variance), keras.backend.epsilon())
-    scale = std if layer.invert else 1.0 / std
-    return [layer(jet[0])] + [None if c is None else c * scale for c in jet[1:]]
-
-
-@rule("GaussianNoise")
-def _additive_noise(layer, jet, laplacian, training):
-    return [layer(jet[0], training=training), *jet[1:]]
+    return _activate(layer, layer.activation, out, mode)
 
 
 @rule("Activation", "ReLU", "LeakyReLU", "ELU")
-def _activation_layer(layer, jet, laplacian, training):
-    return _activate(layer, getattr(layer, "activation", None), jet, laplacian)
+def _activation_layer(layer, jet, mode, training):
+    return _activate(layer, getattr(layer, "activation", None), jet, mode)
+
+
+@rule("Normalization")
+def _normalization(layer, jet, mode, training):
+    # (x - mean) / max(sqrt(var), eps), or its inverse: affine, per feature
+    std = ops.maximum(ops.sqrt(layer.variance), keras.backend.epsilon())
+    return [layer(jet[0]), *jets.scale(jet[1:], std if layer.invert else 1.0 / std)]
+
+
+@rule("BatchNormalization")
+def _batch_normalization(layer, jet, mode, training):
+    # Inference (DerivativeModel refuses the training mode):
+    # (x - moving_mean) * gamma / sqrt(moving_variance + eps) + beta
+    factor = ops.rsqrt(layer.moving_variance + layer.epsilon)
+    if layer.gamma is not None:
+        factor = factor * layer.gamma
+    shape = [1] * len(jet[0].shape)
+    shape[layer.axis] = -1
+    factor = ops.reshape(ops.cast(factor, jet[0].dtype), shape[1:])
+    return [layer(jet[0], training=False), *jets.scale(jet[1:], factor)]
+
+
+def _inverse_sqrt_derivatives(v, k):
+    """[g, g', ..., g^(k)] of g(v) = v^(-1/2)."""
+    out, power, coefficient = [], -0.5, 1.0
+    for _ in range(k + 1):
+        out.append(coefficient * v**power)
+        coefficient, power = coefficient * power, power - 1.0
+    return out
+
+
+def _axes(axis, rank):
+    """Normalization axes counted from the end (the same for every
+    coefficient, with or without a direction axis)."""
+    axis = [axis] if isinstance(axis, int) else axis
+    return [a - rank if a >= 0 else a for a in axis]
+
+
+def _inverse_root(jet, epsilon, mode):
+    """Jet of `(v + epsilon)^(-1/2)` for the jet `v` of a variance."""
+    v, power, coefficient, derivs = jet[0] + epsilon, -0.5, 1.0, []
+    for _ in range(len(jet)):
+        derivs.append(coefficient * v**power)
+        coefficient, power = coefficient * power, power - 1.0
+    return [derivs[0], *jets.compose(jet, derivs[1:], mode)[1:]]
+
+
+@rule("LayerNormalization")
+def _layer_normalization(layer, jet, mode, training):
+    # As keras.ops.layer_normalization: c = h - mean(h), s = (var + eps)^-1/2,
+    # y = c * s * gamma + beta; with (deprecated) rms_scaling, y = h * s * gamma.
+    rank = len(jet[0].shape)
+    axes = _axes(layer.axis, rank)
+
+    def mean(h):
+        return ops.mean(h, axis=axes, keepdims=True)
+
+    centred = jets.add(jet, jets.negate(jets.linear(jet, mean)))
+    variance = jets.linear(jets.multiply(centred, centred, mode), mean)
+    inverse_std = _inverse_root(variance, layer.epsilon, mode)
+    out = jets.multiply(jet if layer.rms_scaling else centred, inverse_std, mode)
+    if layer.gamma is not None:
+        out = jets.scale(out, _along_axes(layer.gamma, axes, jet[0]))
+    if layer.beta is not None and not layer.rms_scaling:
+        out[0] = out[0] + _along_axes(layer.beta, axes, jet[0])
+    return out
+
+
+@rule("RMSNormalization")
+def _rms_normalization(layer, jet, mode, training):
+    # As keras.ops.rms_normalization: y = h * (mean(h^2) + eps)^-1/2 * scale
+    rank = len(jet[0].shape)
+    axes = _axes(layer.axis, rank)
+    square = jets.multiply(jet, jet, mode)
+    mean_square = jets.linear(square, lambda h: ops.mean(h, axis=axes, keepdims=True))
+    out = jets.multiply(jet, _inverse_root(mean_square, layer.epsilon, mode), mode)
+    if layer.scale is not None:
+        out = jets.scale(out, _along_axes(layer.scale, axes, jet[0]))
+    return out
+
+
+def _along_axes(weight, axes, value):
+    """A per-feature weight reshaped to broadcast against `value` `(B, *F)`."""
+    shape = [1] * len(value.shape)
+    for a in axes:
+        shape[a] = value.shape[a]
+    return ops.reshape(weight, shape[1:])
+
+
+@rule("GaussianNoise")
+def _additive_noise(layer, jet, mode, training):
+    return [layer(jet[0], training=training), *jet[1:]]
 
 
 @rule("Rescaling")
-def _rescaling(layer, jet, laplacian, training):
-    scale = ops.cast(layer.scale, jet[0].dtype)
-    out = [None if c is None else c * scale for c in jet]
+def _rescaling(layer, jet, mode, training):
+    out = jets.scale(jet, ops.cast(layer.scale, jet[0].dtype))
     out[0] = out[0] + ops.cast(layer.offset, jet[0].dtype)
     return out
 
 
 @rule("Dropout", "GaussianDropout", "SpatialDropout1D")
-def _dropout(layer, jet, laplacian, training):
+def _dropout(layer, jet, mode, training):
     if not training:
         return jet
     # one mask for every coefficient, as in the forward pass
     mask = layer(ops.ones_like(jet[0]), training=True)
-    return [None if c is None else c * _expand(mask, c) for c in jet]
+    return jets.scale(jet, mask)
 
 
 @rule("Identity", "InputLayer")
-def _identity(layer, jet, laplacian, training):
+def _identity(layer, jet, mode, training):
     return jet
 
 
 @rule("Flatten", "Reshape")
-def _reshape(layer, jet, laplacian, training):
-    return _linear(jet, layer)
+def _reshape(layer, jet, mode, training):
+    return jets.linear(jet, layer)
 
 
-def _propagate(model, jet, laplacian, training):
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind == "Sequential":
-            jet = _propagate(layer, jet, laplacian, training)
+@rule("Add")
+def _add(layer, inputs, mode, training):
+    return jets.add(*inputs)
+
+
+@rule("Subtract")
+def _subtract(layer, inputs, mode, training):
+    return jets.add(inputs[0], jets.negate(inputs[1]))
+
+
+@rule("Average")
+def _average(layer, inputs, mode, training):
+    return jets.scale(jets.add(*inputs), 1.0 / len(inputs))
+
+
+@rule("Multiply")
+def _multiply(layer, inputs, mode, training):
+    out = inputs[0]
+    for jet in inputs[1:]:
+        out = jets.multiply(out, jet, mode)
+    return out
+
+
+@rule("Concatenate")
+def _concatenate(layer, inputs, mode, training):
+    out = []
+    for cs in zip(*inputs, strict=True):
+        if all(c is None for c in cs):
+            out.append(None)
             continue
-        fn = RULES.get(kind)
-        if fn is None:
-            raise Unsupported(f"layer {layer.name!r} ({kind})")
-        jet = fn(layer, jet, laplacian, training)
-    return jet
+        like = next(c for c in cs if c is not None)
+        shift = len(like.shape) - len(inputs[0][0].shape)  # a direction axis
+        parts = []
+        for value, c in zip(inputs, cs, strict=True):
+            if c is None:  # a known zero next to a real coefficient
+                c = ops.zeros_like(value[0])
+                if shift:
+                    c = ops.repeat(ops.expand_dims(c, 1), like.shape[1], axis=1)
+            parts.append(jets.batched(c, value[0]))
+        axis = layer.axis + shift if layer.axis >= 0 else layer.axis
+        out.append(ops.concatenate(parts, axis=axis))
+    return out
+
+
+# -- walking a model ---------------------------------------------------------
+
+
+def _is_model(layer):
+    return isinstance(layer, keras.Model)
+
+
+def _steps(model):
+    """`(layer, input_keys, output_key)` in order of evaluation. Keys are the
+    ids of the model's symbolic tensors; for a Sequential model, 0."""
+    if type(model).__name__ == "Sequential":
+        return [(layer, 0, 0) for layer in model.layers]
+    if not hasattr(model, "operations") or not hasattr(model, "inputs"):
+        raise Unsupported(f"{model.name!r} is a subclassed model")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise Unsupported(f"{model.name!r} has several inputs or outputs")
+    # A layer's `input`/`output` are those of its first call: a layer
+    # called twice (shared) leaves tensors that no step produces.
+    steps, produced = [], {id(model.inputs[0])}
+    for op in model.operations:
+        if type(op).__name__ == "InputLayer":
+            continue
+        inputs = op.input
+        listed = isinstance(inputs, (list, tuple))
+        keys = [id(t) for t in inputs] if listed else [id(inputs)]
+        if not produced.issuperset(keys):
+            raise Unsupported(f"layer {op.name!r} is shared (called more than once)")
+        produced.add(id(op.output))
+        steps.append((op, keys if listed else keys[0], id(op.output)))
+    if id(model.outputs[0]) not in produced:
+        raise Unsupported(
+            f"the output of {model.name!r} comes from a shared layer (one "
+            "called more than once)"
+        )
+    return steps
+
+
+def _input_key(model):
+    return 0 if type(model).__name__ == "Sequential" else id(model.inputs[0])
+
+
+def _output_key(model):
+    return 0 if type(model).__name__ == "Sequential" else id(model.outputs[0])
+
+
+def _propagate(model, jet, mode, training):
+    values = {_input_key(model): jet}
+    for layer, keys, key in _steps(model):
+        if isinstance(keys, list):
+            inputs = [values[k] for k in keys]
+        else:
+            inputs = values[keys]
+        if _is_model(layer):
+            values[key] = _propagate(layer, inputs, mode, training)
+        else:
+            values[key] = RULES[type(layer).__name__](layer, inputs, mode, training)
+    return values[_output_key(model)]
 
 
 def check_supported(model, order, hessian):
     """Raise `Unsupported` naming the first layer without a rule."""
-    if hessian == "full" and order >= 2:
-        raise Unsupported('hessian="full" (the autodiff engine computes it)')
-    if type(model).__name__ != "Sequential":
-        raise Unsupported(f"{model.name!r} is not a Sequential model")
-    for layer in model.layers:
+    for layer, keys, _ in _steps(model):
         kind = type(layer).__name__
-        if kind == "Sequential":
+        if _is_model(layer):
             check_supported(layer, order, hessian)
         elif kind not in RULES:
             raise Unsupported(f"layer {layer.name!r} ({kind}) has no Taylor rule")
+        elif isinstance(keys, list) != (kind in MERGES):
+            raise Unsupported(f"layer {layer.name!r} ({kind}) has a list input")
+        elif getattr(layer, "quantization_mode", None) is not None:
+            raise Unsupported(f"layer {layer.name!r} is quantized")
         elif (
             activation_derivatives.get(getattr(layer, "activation", None), layer)
             is None
@@ -211,35 +306,52 @@ def check_supported(model, order, hessian):
 
 
 def derivatives(model, x, order, hessian, wrt, training=None):
-    """`[y, dy, d2y, ...]` as the autodiff engine returns them, for a
-    Sequential `model` with `(B, F)` activations: `y` `(B, m)`, derivatives
-    `(B, m, d')`, the Laplacian `(B, m)`."""
+    """`[y, dy, d2y, ...]` as the autodiff engine returns them: `y` `(B, m)`,
+    derivatives `(B, m, d')`, the Laplacian `(B, m)`, the full Hessian
+    `(B, m, d', d')`."""
     d, n = x.shape[-1], len(wrt)
     directions = ops.take(ops.eye(d, dtype=x.dtype), list(wrt), axis=0)  # (d', d)
-    b = ops.shape(x)[0]
-    laplacian = hessian == "laplacian" and order >= 2
-    if n == 1:
-        # One direction: no direction axis at all (fewer ops), and the
-        # Laplacian is that direction's pure second derivative.
-        c1 = ops.broadcast_to(directions, (b, d))
-        jet_laplacian = False
-    else:
-        c1 = ops.broadcast_to(ops.expand_dims(directions, 0), (b, n, d))
-        jet_laplacian = laplacian
+    kind = {"laplacian": "laplacian", "full": "hessian"}.get(hessian, "directions")
+    mode = jets.Mode(kind if order >= 2 else "directions", n)
+    # The input's first coefficient is the same at every point: a batch of
+    # one, which broadcasts, until a point-dependent factor multiplies it
+    # (the first layer's matmul then costs n rows, not B * n). With one
+    # direction there is no direction axis at all (fewer ops).
+    c1 = directions if n == 1 else ops.expand_dims(directions, 0)
     jet = [x, c1] + [None] * (order - 1)  # x is linear in each direction
-    out = _propagate(model, jet, jet_laplacian, training)
+    out = _propagate(model, jet, mode, training)
     m = math.prod(out[0].shape[1:])
-    y = ops.reshape(out[0], (-1, m))
-    levels = [y]
+    levels = [ops.reshape(out[0], (-1, m))]
     for k, c in enumerate(out[1:], start=1):
-        summed = laplacian and k == 2
         if c is None:  # identically zero (e.g. d2y of a ReLU net)
-            c = ops.zeros_like(out[0])
-            if not summed and n > 1:
-                c = ops.repeat(ops.expand_dims(c, 1), n, axis=1)
-        if summed or n == 1:  # (B, *out): the Laplacian, or one direction
-            level = ops.reshape(c, (-1, m))
-            levels.append(level if summed else ops.expand_dims(level, -1))
-        else:
-            levels.append(ops.transpose(ops.reshape(c, (-1, n, m)), (0, 2, 1)))
+            c = _zeros(out[0], mode, k)
+        elif c.shape[0] == 1:  # still the same at every point (a linear model)
+            c = jets.batched(c, out[0])
+        levels.append(_level(c, mode, k, hessian, n, m))
     return levels
+
+
+def _zeros(value, mode, k):
+    c = ops.zeros_like(value)
+    if mode.n == 1 or (k == 2 and mode.kind == "laplacian"):
+        return c
+    size = len(mode.first) if k == 2 and mode.kind == "hessian" else mode.n
+    return ops.repeat(ops.expand_dims(c, 1), size, axis=1)
+
+
+def _level(c, mode, k, hessian, n, m):
+    """One coefficient in the autodiff engine's layout."""
+    if k == 2 and mode.kind == "laplacian":
+        return ops.reshape(c, (-1, m))
+    if mode.n == 1:
+        level = ops.reshape(c, (-1, m))
+        if k == 2 and hessian == "laplacian":
+            return level
+        level = ops.expand_dims(level, -1)
+        return ops.expand_dims(level, -1) if k == 2 and hessian == "full" else level
+    if k == 2 and mode.kind == "hessian":
+        index = {pair: p for p, pair in enumerate(mode.pairs)}
+        square = [index[min(i, j), max(i, j)] for i in range(n) for j in range(n)]
+        full = ops.take(ops.reshape(c, (-1, len(index), m)), square, axis=1)
+        return ops.transpose(ops.reshape(full, (-1, n, n, m)), (0, 3, 1, 2))
+    return ops.transpose(ops.reshape(c, (-1, n, m)), (0, 2, 1))

@@ -62,12 +62,15 @@ class DerivativeModel(keras.layers.Layer):
             (e.g. `[0]` for x of an input `(x, t)`), the others held fixed;
             `None` for all. Defaults to `None`.
         method: `"autodiff"` (the backend's nested automatic
-            differentiation, works for any layer), `"taylor"` (forward
-            propagation of Taylor coefficients through Sequential models of
-            supported layers; an error names an unsupported layer) or
-            `"auto"` (Taylor for the Laplacian where supported, else
-            autodiff: the faster correct engine in our benchmarks).
-            Defaults to `"auto"`.
+            differentiation, works for any differentiable layer),
+            `"taylor"` (forward propagation of Taylor coefficients through
+            Sequential and Functional models of supported layers; an error
+            names an unsupported one) or `"auto"` (the faster correct engine
+            in our benchmarks: Taylor where supported, except autodiff for
+            piecewise-linear nets and for full Hessians of more than 4
+            inputs; Taylor wherever the backend's autodiff is known to be
+            wrong, e.g. TensorFlow's second derivatives of
+            LayerNormalization). Defaults to `"auto"`.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -193,28 +196,57 @@ class DerivativeModel(keras.layers.Layer):
         differentiability.raise_if_static_cut(self.model)
         if self.order >= 2:
             curvature.warn_if_zero_curvature(self.model, stacklevel=3)
-        self._engine = self._choose_engine()
+        directions = len(self.wrt) if self.wrt is not None else input_shape[-1]
+        self._engine = self._choose_engine(directions)
         self.built = True
 
-    def _choose_engine(self):
+    def _choose_engine(self, directions):
+        defect = differentiability.autodiff_defect(self.model, self.order)
         if self.method == "autodiff":
+            if defect is not None:
+                raise self._defect_error(defect, 'Use method="taylor" or "auto".')
             return "autodiff"
         try:
             taylor.check_supported(self.model, self.order, self.hessian)
         except taylor.Unsupported as why:
             if self.method == "taylor":
-                raise ValueError(
-                    f'method="taylor" cannot differentiate {self.model.name!r}: '
-                    f'{why}. Use method="auto", which falls back to autodiff.'
+                raise self._taylor_error(why) from None
+            if defect is not None:
+                raise self._defect_error(
+                    defect,
+                    "The Taylor engine, which has no such defect, cannot take "
+                    f"this model either: {why}.",
                 ) from None
             return "autodiff"
-        if self.method == "taylor":
+        if self.method == "taylor" or defect is not None:
             return "taylor"
-        # "auto", from benchmarks/overhead.py: the forward Laplacian is 1.2-3x
-        # faster than nested autodiff on every backend; for pure partials
-        # the two are within noise of each other, or autodiff is faster.
-        return (
-            "taylor" if self.hessian == "laplacian" and self.order >= 2 else "autodiff"
+        return "taylor" if self._taylor_is_faster(directions) else "autodiff"
+
+    def _taylor_is_faster(self, directions):
+        """`method="auto"`, from benchmarks/peers.py and overhead.py (docs'
+        Performance page): the forward Laplacian beats nested autodiff 1.3-3x
+        on every backend; pure partials of smooth nets are 5-15% faster by
+        Taylor; a full Hessian by forward propagation costs d'(d'+1)/2
+        coefficients per unit (faster at d' = 3, 2x slower at d' = 10); and
+        for piecewise-linear nets, whose second derivative is known to be
+        zero, the reverse pass is the cheaper one (1.4x)."""
+        if self.order >= 2 and self.hessian == "laplacian":
+            return True
+        if self.order >= 2 and self.hessian == "full":
+            return directions <= 4
+        return not curvature.has_identically_zero_curvature(self.model)
+
+    def _defect_error(self, defect, fix):
+        path, reason = defect
+        return ValueError(
+            f"The autodiff engine would compute wrong derivatives for layer "
+            f"{path!r} of {self.model.name!r}: {reason}. {fix}"
+        )
+
+    def _taylor_error(self, why):
+        return ValueError(
+            f'method="taylor" cannot differentiate {self.model.name!r}: {why}. '
+            'Use method="auto", which falls back to autodiff.'
         )
 
     def compute_output_shape(self, input_shape):
@@ -273,6 +305,8 @@ class DerivativeModel(keras.layers.Layer):
         x = inputs
         self._check_input_shape(x.shape)
         self._check_connected(x)
+        if training:
+            differentiability.raise_if_batch_dependent(self.model)
         m = math.prod(self._out_shape)
 
         def f(z):
@@ -280,10 +314,14 @@ class DerivativeModel(keras.layers.Layer):
 
         wrt = self.wrt if self.wrt is not None else tuple(range(x.shape[-1]))
         if self._engine == "taylor":
-            levels = taylor.derivatives(
-                self.model, x, self.order, self.hessian, wrt, training
-            )
-            return self._unflatten(levels)
+            try:
+                levels = taylor.derivatives(
+                    self.model, x, self.order, self.hessian, wrt, training
+                )
+                return self._unflatten(levels)
+            except taylor.Unsupported as why:  # known only at call time
+                if self.method == "taylor":
+                    raise self._taylor_error(why) from None
         try:
             levels = autodiff.derivatives(f, x, self.order, self.hessian, wrt)
         except NotDifferentiableError as err:

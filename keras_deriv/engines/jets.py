@@ -1,0 +1,161 @@
+"""Arithmetic on jets: truncated Taylor expansions along input directions.
+
+A jet is a list `[c0, c1, ..., ck]`. `c0` is a value `(B, *F)`; `cj` holds
+its j-th derivatives along the differentiated input directions, with a
+direction axis after the batch axis, `(B, n, *F)`. None is a coefficient
+known to be zero everywhere (it costs nothing and stays exact).
+
+How the second coefficient is kept is the jet's `Mode`:
+
+- `"directions"`: pure second partials, one per direction `(B, n, *F)`;
+  orders 3 and 4 are kept the same way (univariate Taylor per direction);
+- `"laplacian"`: their sum, `(B, *F)` (the forward Laplacian);
+- `"hessian"`: one per pair i <= j of directions, `(B, n(n+1)/2, *F)`.
+
+With a single direction there is no direction axis at all, in any mode:
+every coefficient has `c0`'s shape. A coefficient whose rank equals `c0`'s
+has no direction axis; that is how the functions below tell them apart.
+"""
+
+import itertools
+import math
+
+from keras import ops
+
+
+class Mode:
+    """How second-order coefficients are kept, for `n` directions."""
+
+    def __init__(self, kind, n):
+        if n == 1:
+            kind = "directions"  # one direction: every mode is the same
+        self.kind, self.n = kind, n
+        if kind == "hessian":
+            self.pairs = list(itertools.combinations_with_replacement(range(n), 2))
+            self.first = [i for i, _ in self.pairs]
+            self.second = [j for _, j in self.pairs]
+
+    def pair(self, a, b):
+        """The second-order term `a ⊗ b` of two first-order coefficients,
+        symmetrised and kept as this mode keeps second coefficients."""
+        if a is None or b is None:
+            return None
+        if self.kind == "laplacian":
+            return ops.sum(a * b, axis=1)
+        if self.kind == "hessian":
+            a_i, a_j = ops.take(a, self.first, axis=1), ops.take(a, self.second, 1)
+            if a is b:
+                return a_i * a_j
+            b_i, b_j = ops.take(b, self.first, axis=1), ops.take(b, self.second, 1)
+            return 0.5 * (a_i * b_j + a_j * b_i)
+        return a * b
+
+
+def expand(f, c):
+    """Broadcast a value-shaped factor `f` against a coefficient `c`."""
+    return ops.expand_dims(f, 1) if len(c.shape) > len(f.shape) else f
+
+
+def batched(c, value):
+    """`c` with the batch size of `value`, if it has a batch of 1."""
+    if c.shape[0] != 1:
+        return c
+    return ops.broadcast_to(c, (ops.shape(value)[0], *c.shape[1:]))
+
+
+def terms(*values):
+    """Sum of the values that are not known zeros (None), or None."""
+    present = [t for t in values if t is not None]
+    if not present:
+        return None
+    total = present[0]
+    for t in present[1:]:
+        total = total + t
+    return total
+
+
+def times(*factors):
+    """Product, or None (a known zero) if any factor is None. Factors may
+    be Python numbers; value-shaped tensors broadcast over directions."""
+    if any(f is None for f in factors):
+        return None
+    tensors = [f for f in factors if hasattr(f, "shape")]
+    rank = max(len(t.shape) for t in tensors)
+    like = next(t for t in tensors if len(t.shape) == rank)
+    out = 1.0
+    for f in factors:
+        out = out * (expand(f, like) if hasattr(f, "shape") else f)
+    return out
+
+
+def linear(jet, apply):
+    """Jet of a linear map: `apply` on every coefficient, its direction
+    axis folded into the batch. The caller adds any offset to `c0`."""
+    out = [apply(jet[0])]
+    for c in jet[1:]:
+        if c is None or len(c.shape) == len(jet[0].shape):
+            out.append(None if c is None else apply(c))
+        else:
+            b, n = ops.shape(c)[0], c.shape[1]
+            res = apply(ops.reshape(c, (-1, *c.shape[2:])))
+            out.append(ops.reshape(res, (b, n, *res.shape[1:])))
+    return out
+
+
+def scale(jet, factor):
+    """Jet of `c0 * factor` for a factor that does not depend on the input:
+    a number, a per-feature weight `(*F)`, or a value-shaped `(B, *F)`
+    tensor such as a dropout mask."""
+    if hasattr(factor, "shape") and len(factor.shape) == len(jet[0].shape):
+        return [None if c is None else times(c, factor) for c in jet]
+    return [None if c is None else c * factor for c in jet]
+
+
+def add(*jets):
+    """Jet of a sum."""
+    return [terms(*cs) for cs in zip(*jets, strict=True)]
+
+
+def negate(jet):
+    return [None if c is None else -c for c in jet]
+
+
+def compose(jet, derivs, mode):
+    """Jet of `f(u)` for an elementwise `f` (Faà di Bruno), given `derivs`
+    = `[f'(u0), f''(u0), ...]` with None where a derivative is zero."""
+    k = len(jet) - 1
+    u = [*jet, None, None, None][:5]
+    f = [None, *derivs, None, None, None][:5]
+    out = [None] * (k + 1)
+    out[1] = times(f[1], u[1])
+    if k >= 2:
+        out[2] = terms(times(f[1], u[2]), times(f[2], mode.pair(u[1], u[1])))
+    if k >= 3:  # orders 3 and 4: only per direction
+        out[3] = terms(
+            times(f[1], u[3]),
+            times(3.0, f[2], u[1], u[2]),
+            times(f[3], u[1], u[1], u[1]),
+        )
+    if k >= 4:
+        out[4] = terms(
+            times(f[1], u[4]),
+            times(f[2], terms(times(4.0, u[1], u[3]), times(3.0, u[2], u[2]))),
+            times(6.0, f[3], u[1], u[1], u[2]),
+            times(f[4], u[1], u[1], u[1], u[1]),
+        )
+    return out
+
+
+def multiply(u, v, mode):
+    """Jet of an elementwise product `u * v` (Leibniz)."""
+    k = len(u) - 1
+    out = [u[0] * v[0]]
+    for j in range(1, k + 1):
+        if j == 2:
+            cross = times(2.0, mode.pair(u[1], v[1]))
+            out.append(terms(times(u[0], v[2]), times(u[2], v[0]), cross))
+            continue
+        out.append(
+            terms(*(times(math.comb(j, i), u[i], v[j - i]) for i in range(j + 1)))
+        )
+    return out
