@@ -1,15 +1,20 @@
-"""Closed-form derivatives of elementwise activations, up to order 4.
+"""Derivatives of elementwise activations, up to order 4.
 
 `get(activation, layer)` returns `derivs(z, k) -> [f(z), f'(z), ...,
 f^(k)(z)]`, with None for a derivative that is identically zero, or returns
 None when the activation has no rule here (the caller then falls back to
-the autodiff engine: never a guess).
+the autodiff engine: never a guess). Closed forms for the common ones; the
+other built-in elementwise activations are differentiated by the backend's
+nested autodiff, which for an elementwise function costs one pass per order
+over a column of all the values.
 """
 
 import math
 
 import keras
 from keras import ops
+
+from keras_deriv import backend
 
 
 def _poly(s, coefficients):
@@ -95,6 +100,36 @@ def _exponential(z, k):
     return [e] * (k + 1)
 
 
+def _hard_silu(z, k):
+    # z * relu6(z + 3) / 6: quadratic on (-3, 3), 0 below, z above
+    inside = (z > -3) & (z < 3)
+    slope = ops.where(inside, (2 * z + 3) / 6, ops.cast(z >= 3, z.dtype))
+    curvature = ops.cast(inside, z.dtype) / 3
+    return [keras.activations.hard_silu(z), slope, curvature, None, None][: k + 1]
+
+
+def _softsign(z, k):
+    # z / (1 + |z|): f^(j) = (-1)^(j+1) j! sign(z)^(j+1) / (1 + |z|)^(j+1)
+    # (closed form: TensorFlow cannot differentiate its Softsign twice)
+    sign, inverse = ops.sign(z), 1 / (1 + ops.abs(z))
+    out, power = [keras.activations.softsign(z)], inverse
+    for j in range(1, k + 1):
+        power = power * inverse
+        out.append((-1) ** (j + 1) * math.factorial(j) * sign ** (j + 1) * power)
+    return out
+
+
+def _by_autodiff(fn):
+    def derivs(z, k):
+        column = ops.reshape(z, (-1, 1))
+        levels = backend.get().nested_derivatives(
+            fn, column, k, full_hessian=False, wrt=(0,)
+        )
+        return [ops.reshape(level, ops.shape(z)) for level in levels]
+
+    return derivs
+
+
 _SELU_ALPHA = 1.6732632423543772
 _SELU_SCALE = 1.0507009873554805
 
@@ -122,7 +157,32 @@ BY_NAME = {
     "elu": _elu(1.0),
     "selu": _elu(_SELU_ALPHA, _SELU_SCALE),
     "exponential": _exponential,
+    "hard_silu": _hard_silu,
+    "softsign": _softsign,
+    "hard_shrink": _piecewise_linear(
+        keras.activations.hard_shrink,
+        lambda z: ops.cast(ops.abs(z) > 0.5, z.dtype),
+    ),
+    "soft_shrink": _piecewise_linear(
+        keras.activations.soft_shrink,
+        lambda z: ops.cast(ops.abs(z) > 0.5, z.dtype),
+    ),
+    "sparse_sigmoid": _piecewise_linear(
+        keras.activations.sparse_sigmoid,
+        lambda z: _where((z > -1) & (z < 1), 0.5, 0.0, z),
+    ),
 }
+BY_NAME.update(
+    (name, _by_autodiff(getattr(keras.activations, name)))
+    for name in [
+        "celu",
+        "log_sigmoid",
+        "mish",
+        "sparse_plus",
+        "squareplus",
+        "tanh_shrink",
+    ]
+)
 
 
 def _name(fn):

@@ -110,25 +110,51 @@ def _inverse_root(jet, epsilon, mode):
     return [derivs[0], *jets.compose(jet, derivs[1:], mode)[1:]]
 
 
-@rule("LayerNormalization")
-def _layer_normalization(layer, jet, mode, training):
-    # As keras.ops.layer_normalization: c = h - mean(h), s = (var + eps)^-1/2,
-    # y = c * s * gamma + beta; with (deprecated) rms_scaling, y = h * s * gamma.
-    rank = len(jet[0].shape)
-    axes = _axes(layer.axis, rank)
+def _standardized(jet, axes, epsilon, mode):
+    """Jets of `h - mean(h)` and of `(var(h) + epsilon)^(-1/2)` over `axes`."""
 
     def mean(h):
         return ops.mean(h, axis=axes, keepdims=True)
 
     centred = jets.add(jet, jets.negate(jets.linear(jet, mean)))
     variance = jets.linear(jets.multiply(centred, centred, mode), mean)
-    inverse_std = _inverse_root(variance, layer.epsilon, mode)
+    return centred, _inverse_root(variance, epsilon, mode)
+
+
+@rule("LayerNormalization")
+def _layer_normalization(layer, jet, mode, training):
+    # As keras.ops.layer_normalization: c = h - mean(h), s = (var + eps)^-1/2,
+    # y = c * s * gamma + beta; with (deprecated) rms_scaling, y = h * s * gamma.
+    axes = _axes(layer.axis, len(jet[0].shape))
+    centred, inverse_std = _standardized(jet, axes, layer.epsilon, mode)
     out = jets.multiply(jet if layer.rms_scaling else centred, inverse_std, mode)
     if layer.gamma is not None:
         out = jets.scale(out, _along_axes(layer.gamma, axes, jet[0]))
     if layer.beta is not None and not layer.rms_scaling:
         out[0] = out[0] + _along_axes(layer.beta, axes, jet[0])
     return out
+
+
+@rule("GroupNormalization")
+def _group_normalization(layer, jet, mode, training):
+    # As Keras: split the channels into groups, (B, ..., G, C/G, ...), and
+    # standardize each group over everything but the batch and group axes.
+    shape = jet[0].shape[1:]
+    axis = layer.axis % (len(shape) + 1)
+    grouped = [*shape[: axis - 1], layer.groups, shape[axis - 1] // layer.groups]
+    grouped += shape[axis:]
+    out = jets.linear(jet, lambda h: ops.reshape(h, (-1, *grouped)))
+    rank = len(grouped) + 1
+    axes = [a - rank for a in range(1, rank) if a != axis]
+    centred, inverse_std = _standardized(out, axes, layer.epsilon, mode)
+    out = jets.multiply(centred, inverse_std, mode)
+    weight_shape = [1] * len(grouped)
+    weight_shape[axis - 1 : axis + 1] = grouped[axis - 1 : axis + 1]
+    if layer.gamma is not None:
+        out = jets.scale(out, ops.reshape(layer.gamma, weight_shape))
+    if layer.beta is not None:
+        out[0] = out[0] + ops.reshape(layer.beta, weight_shape)
+    return jets.linear(out, lambda h: ops.reshape(h, (-1, *shape)))
 
 
 @rule("RMSNormalization")
