@@ -89,16 +89,35 @@ def times(*factors):
 
 
 def linear(jet, apply):
-    """Jet of a linear map: `apply` on every coefficient, its direction
-    axis folded into the batch. The caller adds any offset to `c0`."""
-    out = [apply(jet[0])]
-    for c in jet[1:]:
-        if c is None or len(c.shape) == len(jet[0].shape):
-            out.append(None if c is None else apply(c))
-        else:
-            b, n = ops.shape(c)[0], c.shape[1]
-            res = apply(ops.reshape(c, (-1, *c.shape[2:])))
-            out.append(ops.reshape(res, (b, n, *res.shape[1:])))
+    """Jet of a linear map: `apply` on every coefficient, their direction
+    axes folded into the batch and all of them stacked, so one call (one
+    matmul for a Dense layer) serves the whole jet. The caller adds any
+    offset to `c0`."""
+    rows, shapes = [], []
+    for c in jet:
+        if c is None:
+            continue
+        flat = ops.reshape(c, (-1, *c.shape[len(c.shape) - len(jet[0].shape) + 1 :]))
+        rows.append(flat)
+        shapes.append(c)
+    if len(rows) == 1:
+        stacked = [apply(rows[0])]
+    else:
+        sizes = [ops.shape(r)[0] for r in rows]
+        result = apply(ops.concatenate(rows, axis=0))
+        stacked, start = [], 0
+        for size in sizes:
+            stacked.append(result[start : start + size])
+            start = start + size
+    out, results = [], iter(stacked)
+    for c in jet:
+        if c is None:
+            out.append(None)
+            continue
+        res = next(results)
+        lead = c.shape[: len(c.shape) - len(jet[0].shape) + 1]
+        lead = [ops.shape(c)[0], *lead[1:]]
+        out.append(ops.reshape(res, (*lead, *res.shape[1:])))
     return out
 
 
@@ -159,3 +178,23 @@ def multiply(u, v, mode):
             terms(*(times(math.comb(j, i), u[i], v[j - i]) for i in range(j + 1)))
         )
     return out
+
+
+def power(jet, exponent, mode, offset=0.0):
+    """Jet of `(u + offset) ** exponent` (u > -offset where not an integer
+    power)."""
+    u, p, coefficient, derivs = jet[0] + offset, float(exponent), 1.0, []
+    for _ in range(len(jet)):
+        derivs.append(coefficient * u**p)
+        coefficient, p = coefficient * p, p - 1.0
+    return [derivs[0], *compose(jet, derivs[1:], mode)[1:]]
+
+
+def log(jet, mode):
+    """Jet of `log(u)` (u > 0): d^k log u / du^k = (-1)^(k+1) (k-1)! / u^k."""
+    inverse = 1.0 / jet[0]
+    derivs, p = [], inverse
+    for k in range(1, len(jet)):
+        derivs.append((-1) ** (k + 1) * math.factorial(k - 1) * p)
+        p = p * inverse
+    return [ops.log(jet[0]), *compose(jet, derivs, mode)[1:]]

@@ -17,7 +17,7 @@ import math
 import keras
 from keras import ops
 
-from keras_deriv.engines import activation_derivatives, jets
+from keras_deriv.engines import activation_derivatives, jets, vector_activations
 
 RULES = {}
 MERGES = ("Add", "Subtract", "Multiply", "Average", "Concatenate")
@@ -36,7 +36,18 @@ def rule(*class_names):
     return register
 
 
+def _has_activation_rule(layer):
+    activation = getattr(layer, "activation", None)
+    return (
+        vector_activations.get(activation) is not None
+        or activation_derivatives.get(activation, layer) is not None
+    )
+
+
 def _activate(layer, activation, jet, mode):
+    vector_rule = vector_activations.get(activation)
+    if vector_rule is not None:
+        return vector_rule(jet, mode)
     derivs = activation_derivatives.get(activation, layer)
     if derivs is None:
         raise Unsupported(f"the activation of layer {layer.name!r}")
@@ -101,15 +112,6 @@ def _axes(axis, rank):
     return [a - rank if a >= 0 else a for a in axis]
 
 
-def _inverse_root(jet, epsilon, mode):
-    """Jet of `(v + epsilon)^(-1/2)` for the jet `v` of a variance."""
-    v, power, coefficient, derivs = jet[0] + epsilon, -0.5, 1.0, []
-    for _ in range(len(jet)):
-        derivs.append(coefficient * v**power)
-        coefficient, power = coefficient * power, power - 1.0
-    return [derivs[0], *jets.compose(jet, derivs[1:], mode)[1:]]
-
-
 def _standardized(jet, axes, epsilon, mode):
     """Jets of `h - mean(h)` and of `(var(h) + epsilon)^(-1/2)` over `axes`."""
 
@@ -118,7 +120,7 @@ def _standardized(jet, axes, epsilon, mode):
 
     centred = jets.add(jet, jets.negate(jets.linear(jet, mean)))
     variance = jets.linear(jets.multiply(centred, centred, mode), mean)
-    return centred, _inverse_root(variance, epsilon, mode)
+    return centred, jets.power(variance, -0.5, mode, offset=epsilon)
 
 
 @rule("LayerNormalization")
@@ -164,7 +166,9 @@ def _rms_normalization(layer, jet, mode, training):
     axes = _axes(layer.axis, rank)
     square = jets.multiply(jet, jet, mode)
     mean_square = jets.linear(square, lambda h: ops.mean(h, axis=axes, keepdims=True))
-    out = jets.multiply(jet, _inverse_root(mean_square, layer.epsilon, mode), mode)
+    out = jets.multiply(
+        jet, jets.power(mean_square, -0.5, mode, offset=layer.epsilon), mode
+    )
     if layer.scale is not None:
         out = jets.scale(out, _along_axes(layer.scale, axes, jet[0]))
     return out
@@ -176,6 +180,20 @@ def _along_axes(weight, axes, value):
     for a in axes:
         shape[a] = value.shape[a]
     return ops.reshape(weight, shape[1:])
+
+
+@rule("Softmax")
+def _softmax_layer(layer, jet, mode, training):
+    if not isinstance(layer.axis, int):
+        raise Unsupported(f"layer {layer.name!r}: softmax over several axes")
+    return vector_activations.softmax(jet, mode, axis=layer.axis)
+
+
+@rule("PReLU")
+def _prelu(layer, jet, mode, training):
+    # x for x > 0, alpha * x otherwise: piecewise linear, alpha a weight
+    slope = ops.where(jet[0] > 0, ops.ones_like(jet[0]), layer.alpha)
+    return [layer(jet[0]), *jets.compose(jet, [slope] + [None] * 3, mode)[1:]]
 
 
 @rule("GaussianNoise")
@@ -324,10 +342,7 @@ def check_supported(model, order, hessian):
             raise Unsupported(f"layer {layer.name!r} ({kind}) has a list input")
         elif getattr(layer, "quantization_mode", None) is not None:
             raise Unsupported(f"layer {layer.name!r} is quantized")
-        elif (
-            activation_derivatives.get(getattr(layer, "activation", None), layer)
-            is None
-        ):
+        elif not _has_activation_rule(layer):
             raise Unsupported(f"the activation of layer {layer.name!r}")
 
 
