@@ -192,7 +192,8 @@ def _softmax_layer(layer, jet, mode, training):
 @rule("PReLU")
 def _prelu(layer, jet, mode, training):
     # x for x > 0, alpha * x otherwise: piecewise linear, alpha a weight
-    slope = ops.where(jet[0] > 0, ops.ones_like(jet[0]), layer.alpha)
+    positive = ops.cast(jet[0] > 0, jet[0].dtype)
+    slope = positive + (1 - positive) * layer.alpha
     return [layer(jet[0]), *jets.compose(jet, [slope] + [None] * 3, mode)[1:]]
 
 
