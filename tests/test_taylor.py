@@ -432,3 +432,39 @@ def test_wrong_autodiff_of_layer_norm_is_refused_and_taylor_used():
             + to_numpy(net(f64(points - step)))
         ) / 1e-8
         np.testing.assert_allclose(fast[:, 0, 0], fd[:, 0], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(), dict(order=3, wrt=[1]), dict(hessian="full"), dict(hessian="laplacian")],
+    ids=str,
+)
+def test_piecewise_linear_nets_skip_the_passes_that_give_zeros(kwargs):
+    """For a ReLU net the autodiff engine computes [y, dy] and makes the
+    higher derivatives zeros: the same numbers nested differentiation gives,
+    with less work."""
+    from keras_deriv import backend
+
+    net = keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(8, activation="leaky_relu"),
+            keras.layers.Dense(2),
+        ]
+    )
+    x = np.random.default_rng(0).uniform(-1, 1, (10, 2)).astype("float32")
+    layer = DerivativeModel(net, method="autodiff", **kwargs)
+    fast = [to_numpy(t) for t in layer(x)]
+    assert layer._piecewise_linear
+    order, wrt = kwargs.get("order", 2), kwargs.get("wrt", [0, 1])
+    full = backend.get().nested_derivatives(
+        net, keras.ops.convert_to_tensor(x), order, kwargs.get("hessian") == "full", wrt
+    )
+    full = [to_numpy(t) for t in full]
+    if kwargs.get("hessian") == "laplacian":
+        full[2] = full[2].sum(-1)
+    for f, r in zip(fast, full, strict=True):
+        assert f.shape == r.shape
+        np.testing.assert_array_equal(f, r)
+    assert np.abs(fast[1]).max() > 0.1 and not fast[2].any()

@@ -10,14 +10,26 @@ from keras import ops
 from keras_deriv import backend
 
 
-def derivatives(f, x, order, hessian, wrt):
+def derivatives(f, x, order, hessian, wrt, piecewise_linear=False):
     """`[y, dy, d2y, ...]` of `f: (B, d) -> (B, m)` at `x`, with respect to
     the features `wrt` (d' of them).
 
     Shapes: `y` `(B, m)`, `dy` `(B, m, d')`; `d2y` `(B, m, d')` for
     `hessian="diagonal"`, `(B, m, d', d')` for `"full"`, `(B, m)` for
     `"laplacian"`; higher orders `(B, m, d')`.
+
+    For a `piecewise_linear` f (a ReLU net) the derivatives beyond the first
+    are zero, and nested differentiation returns exact zeros for them, at
+    the cost of a reverse pass each: they are made as zeros instead.
     """
+    if piecewise_linear and order >= 2:
+        y, dy = backend.get().nested_derivatives(f, x, 1, False, wrt)
+        zeros = ops.zeros_like(dy)
+        second = {
+            "full": ops.expand_dims(zeros, -1) * ops.zeros((len(wrt),), dy.dtype),
+            "laplacian": ops.zeros_like(y),
+        }.get(hessian, zeros)
+        return [y, dy, second] + [zeros] * (order - 2)
     levels = backend.get().nested_derivatives(
         f, x, order, full_hessian=(hessian == "full" and order >= 2), wrt=wrt
     )

@@ -194,8 +194,9 @@ class DerivativeModel(keras.layers.Layer):
             self.model.build(input_shape)
         self._out_shape = self._inner_output_shape(input_shape)[1:]
         differentiability.raise_if_static_cut(self.model)
-        if self.order >= 2:
-            curvature.warn_if_zero_curvature(self.model, stacklevel=3)
+        self._piecewise_linear = self.order >= 2 and curvature.warn_if_zero_curvature(
+            self.model, stacklevel=3
+        )
         directions = len(self.wrt) if self.wrt is not None else input_shape[-1]
         self._engine = self._choose_engine(directions)
         self.built = True
@@ -323,7 +324,9 @@ class DerivativeModel(keras.layers.Layer):
                 if self.method == "taylor":
                     raise self._taylor_error(why) from None
         try:
-            levels = autodiff.derivatives(f, x, self.order, self.hessian, wrt)
+            levels = autodiff.derivatives(
+                f, x, self.order, self.hessian, wrt, self._piecewise_linear
+            )
         except NotDifferentiableError as err:
             self._raise_not_connected(x, cause=err)
         return self._unflatten(levels)
