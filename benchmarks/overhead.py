@@ -1,5 +1,6 @@
 """Cost of [y, dy, d2y] from DerivativeModel against the plain forward pass,
-side by side in one process (medians of repeated runs; ratios).
+side by side in one process (medians of repeated runs, interleaved round
+by round; ratios).
 
     KERAS_BACKEND=tensorflow python benchmarks/overhead.py [--points 1000]
 
@@ -76,14 +77,22 @@ def nested_tape(net):
     return run
 
 
-def median_ms(fn, x, repeats):
-    keras.tree.map_structure(keras.ops.convert_to_numpy, fn(x))  # compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def median_ms(fns, x, repeats):
+    """Median ms of each function, timed round by round (one call of each
+    per round), so that a change of load on a shared machine hits all alike."""
+
+    def run(fn):
         keras.tree.map_structure(keras.ops.convert_to_numpy, fn(x))
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+
+    for fn in fns:
+        run(fn)  # compile
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, spent in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            run(fn)
+            spent.append(time.perf_counter() - start)
+    return [1e3 * float(np.median(t)) for t in times]
 
 
 def main():
@@ -114,11 +123,9 @@ def main():
         x = keras.ops.convert_to_tensor(
             np.random.default_rng(0).uniform(size=(args.points, d)).astype("float32")
         )
-        base = None
-        for label, fn in rows:
-            ms = median_ms(fn, x, args.repeats)
-            base = base or ms
-            print(f"{name:<28}{label:<26}{ms:8.3f}{ms / base:10.2f}x")
+        medians = median_ms([fn for _, fn in rows], x, args.repeats)
+        for (label, _), ms in zip(rows, medians, strict=True):
+            print(f"{name:<28}{label:<26}{ms:8.3f}{ms / medians[0]:10.2f}x")
 
 
 if __name__ == "__main__":
