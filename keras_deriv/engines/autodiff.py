@@ -24,10 +24,12 @@ def derivatives(f, x, order, hessian, wrt, piecewise_linear=False):
     """
     if piecewise_linear and order >= 2:
         y, dy = backend.get().nested_derivatives(f, x, 1, False, wrt)
-        zeros = ops.zeros_like(dy)
+        # 0 * dy, not zeros_like: still connected to the weights (with a
+        # zero gradient), so a loss on it alone trains like nested autodiff.
+        zeros = 0.0 * dy
         second = {
             "full": ops.expand_dims(zeros, -1) * ops.zeros((len(wrt),), dy.dtype),
-            "laplacian": ops.zeros_like(y),
+            "laplacian": ops.sum(zeros, axis=-1),
         }.get(hessian, zeros)
         return [y, dy, second] + [zeros] * (order - 2)
     levels = backend.get().nested_derivatives(
