@@ -110,19 +110,31 @@ def dynamic_cut(model, x):
     return None
 
 
-def autodiff_defect(model, order, prefix=""):
+def autodiff_defect(model, order):
     """The first layer (`"path", "reason"`) whose derivatives up to `order`
-    the backend's native nested differentiation gets wrong, or None.
-    Recurses into nested models."""
-    for op in _operations(model):
+    the backend's native nested differentiation gets wrong, or None. Looks
+    at `model` itself, nested models and wrappers (`TimeDistributed`'s
+    `.layer`); not inside custom layers, which Keras gives no public way to
+    list."""
+    reason = backend.get().wrong_derivatives(model, order)
+    if reason is not None:
+        return model.name, reason
+    return _defect_below(model, order, prefix="")
+
+
+def _defect_below(model, order, prefix):
+    children = [op for op in _operations(model) if op is not model]
+    inner = getattr(model, "layer", None)
+    if isinstance(inner, keras.layers.Layer):
+        children.append(inner)
+    for op in children:
         path = f"{prefix}{op.name}"
         reason = backend.get().wrong_derivatives(op, order)
         if reason is not None:
             return path, reason
-        if _operations(op) and op is not model:
-            inner = autodiff_defect(op, order, prefix=f"{path}/")
-            if inner is not None:
-                return inner
+        found = _defect_below(op, order, prefix=f"{path}/")
+        if found is not None:
+            return found
     return None
 
 

@@ -469,3 +469,90 @@ def test_piecewise_linear_nets_skip_the_passes_that_give_zeros(kwargs):
         assert f.shape == r.shape
         np.testing.assert_array_equal(f, r)
     assert np.abs(fast[1]).max() > 0.1 and not fast[2].any()
+
+
+def test_softsign_at_zero():
+    # f'(0) = 1 and f'''(0) = 6: the sign of 0 must not zero them
+    net = keras.Sequential(
+        [
+            keras.Input((1,)),
+            keras.layers.Dense(
+                1,
+                activation="softsign",
+                kernel_initializer=keras.initializers.Constant(-0.5),
+            ),
+        ]
+    )
+    x = np.zeros((2, 1), "float32")
+    y, dy, d2y, d3y = (
+        to_numpy(t) for t in DerivativeModel(net, order=3, method="taylor")(x)
+    )
+    np.testing.assert_allclose(dy[:, 0, 0], -0.5)
+    np.testing.assert_allclose(d3y[:, 0, 0], 6 * (-0.5) ** 3)
+
+
+def test_wrapped_and_subclassed_models_are_not_taken_at_their_word():
+    from keras_deriv import backend
+
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 3)).astype("float32")
+    # A wrapper hides a smooth layer from the piecewise-linear verdict's walk:
+    # no shortcut, the real (nonzero) second derivative.
+    wrapped = keras.Sequential(
+        [
+            keras.Input((3,)),
+            keras.layers.Dense(6, activation="relu"),
+            keras.layers.Reshape((6, 1)),
+            keras.layers.TimeDistributed(keras.layers.Dense(4, activation="tanh")),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ]
+    )
+    layer = DerivativeModel(wrapped)
+    d2y = to_numpy(layer(x)[2])
+    assert layer._engine == "autodiff" and not layer._piecewise_linear
+    ref = backend.get().nested_derivatives(
+        wrapped, keras.ops.convert_to_tensor(x), 2, False, (0, 1, 2)
+    )[2]
+    np.testing.assert_allclose(d2y, to_numpy(ref), rtol=1e-6, atol=1e-7)
+    assert np.abs(d2y).max() > 1e-3
+
+    # A Functional subclass that overrides call is not its graph.
+    class Doubled(keras.Model):
+        def call(self, inputs):
+            return 2.0 * super().call(inputs)
+
+    inputs = keras.Input((3,))
+    doubled = Doubled(inputs, keras.layers.Dense(1, activation="tanh")(inputs))
+    layer = DerivativeModel(doubled)
+    fast = [to_numpy(t) for t in layer(x)]
+    assert layer._engine == "autodiff"
+    ref = [
+        to_numpy(t)
+        for t in backend.get().nested_derivatives(
+            doubled, keras.ops.convert_to_tensor(x), 2, False, (0, 1, 2)
+        )
+    ]
+    for f, r in zip(fast, ref, strict=True):
+        np.testing.assert_allclose(f, r, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="a TensorFlow defect")
+def test_defects_are_found_on_bare_and_wrapped_layers():
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 4)).astype("float32")
+    with pytest.raises(ValueError, match="wrong derivatives.*'norm'"):
+        DerivativeModel(keras.layers.LayerNormalization(name="norm"))(x)
+    wrapped = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Reshape((2, 2)),
+            keras.layers.TimeDistributed(keras.layers.LayerNormalization(name="norm")),
+        ]
+    )
+    with pytest.raises(ValueError, match="wrong derivatives.*norm'"):
+        DerivativeModel(wrapped)(x)
+    # Taylor has no rule for a multi-axis Softmax: an error, not wrong numbers
+    inputs = keras.Input((4,))
+    h = keras.layers.LayerNormalization(name="norm")(keras.layers.Dense(4)(inputs))
+    h = keras.layers.Softmax(axis=(1, 2))(keras.layers.Reshape((2, 2))(h))
+    with pytest.raises(ValueError, match="softmax over several axes"):
+        DerivativeModel(keras.Model(inputs, h))(x)

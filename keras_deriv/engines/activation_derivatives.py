@@ -115,7 +115,8 @@ def _softsign(z, k):
     out, power = [keras.activations.softsign(z)], inverse
     for j in range(1, k + 1):
         power = power * inverse
-        out.append((-1) ** (j + 1) * math.factorial(j) * sign ** (j + 1) * power)
+        odd = sign if j % 2 == 0 else 1.0  # sign^(j+1), 1 at z = 0 for odd j
+        out.append((-1) ** (j + 1) * math.factorial(j) * odd * power)
     return out
 
 

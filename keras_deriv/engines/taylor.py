@@ -282,10 +282,11 @@ def _is_model(layer):
 def _steps(model):
     """`(layer, input_keys, output_key)` in order of evaluation. Keys are the
     ids of the model's symbolic tensors; for a Sequential model, 0."""
-    if type(model).__name__ == "Sequential":
+    kind = type(model).__name__
+    if kind == "Sequential":
         return [(layer, 0, 0) for layer in model.layers]
-    if not hasattr(model, "operations") or not hasattr(model, "inputs"):
-        raise Unsupported(f"{model.name!r} is a subclassed model")
+    if kind != "Functional":  # a subclass may override `call`: not its graph
+        raise Unsupported(f"{model.name!r} is a subclassed model or a layer")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise Unsupported(f"{model.name!r} has several inputs or outputs")
     # A layer's `input`/`output` are those of its first call: a layer
@@ -337,8 +338,12 @@ def check_supported(model, order, hessian):
         kind = type(layer).__name__
         if _is_model(layer):
             check_supported(layer, order, hessian)
-        elif kind not in RULES:
+        elif kind not in RULES or not isinstance(layer, keras.layers.Layer):
+            # (a keras.ops call in a Functional model is an operation, and
+            # may share a layer's class name: ops.average is not Average)
             raise Unsupported(f"layer {layer.name!r} ({kind}) has no Taylor rule")
+        elif kind == "Softmax" and not isinstance(layer.axis, int):
+            raise Unsupported(f"layer {layer.name!r}: softmax over several axes")
         elif isinstance(keys, list) != (kind in MERGES):
             raise Unsupported(f"layer {layer.name!r} ({kind}) has a list input")
         elif getattr(layer, "quantization_mode", None) is not None:

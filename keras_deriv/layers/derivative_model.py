@@ -194,15 +194,27 @@ class DerivativeModel(keras.layers.Layer):
             self.model.build(input_shape)
         self._out_shape = self._inner_output_shape(input_shape)[1:]
         differentiability.raise_if_static_cut(self.model)
-        self._piecewise_linear = self.order >= 2 and curvature.warn_if_zero_curvature(
+        zero_curvature = self.order >= 2 and curvature.warn_if_zero_curvature(
             self.model, stacklevel=3
         )
+        # Skipping the higher derivatives needs certainty: only for models
+        # whose every layer the Taylor engine knows (no wrapper, no custom
+        # layer or activation that the verdict could misjudge).
+        self._piecewise_linear = zero_curvature and self._taylor_supported()
         directions = len(self.wrt) if self.wrt is not None else input_shape[-1]
         self._engine = self._choose_engine(directions)
         self.built = True
 
+    def _taylor_supported(self):
+        try:
+            taylor.check_supported(self.model, self.order, self.hessian)
+        except taylor.Unsupported:
+            return False
+        return True
+
     def _choose_engine(self, directions):
         defect = differentiability.autodiff_defect(self.model, self.order)
+        self._defect = defect
         if self.method == "autodiff":
             if defect is not None:
                 raise self._defect_error(defect, 'Use method="taylor" or "auto".')
@@ -323,6 +335,10 @@ class DerivativeModel(keras.layers.Layer):
             except taylor.Unsupported as why:  # known only at call time
                 if self.method == "taylor":
                     raise self._taylor_error(why) from None
+                if self._defect is not None:
+                    raise self._defect_error(
+                        self._defect, f"The Taylor engine cannot take it: {why}."
+                    ) from None
         try:
             levels = autodiff.derivatives(
                 f, x, self.order, self.hessian, wrt, self._piecewise_linear
