@@ -8,8 +8,8 @@ Workloads: [y, dy, d2y] of the original question's net (1 -> 1024 relu -> 1)
 and of a PINN net (1 -> 64x4 tanh -> 1); the Laplacian of a 10 -> 64x4 tanh
 -> 1 net. Each with the autodiff and the Taylor engine. Everything is
 compiled as `fit` and `predict` compile it: tf.function on TensorFlow,
-jax.jit on JAX; torch runs eagerly. On TensorFlow the hand-written nested
-GradientTape recipe runs beside it.
+jax.jit on JAX; torch runs eagerly. The peers (nested GradientTape, DeepXDE,
+...) run in benchmarks/peers.py.
 """
 
 import argparse
@@ -60,23 +60,6 @@ def compiled(model):
     return run
 
 
-def nested_tape(net):
-    """The standard hand-written recipe: two nested GradientTapes."""
-    import tensorflow as tf
-
-    @tf.function
-    def run(x):
-        with tf.GradientTape() as outer:
-            outer.watch(x)
-            with tf.GradientTape() as inner:
-                inner.watch(x)
-                y = net(x, training=False)
-            dy = inner.gradient(y, x)
-        return y, dy, outer.gradient(dy, x)
-
-    return run
-
-
 def median_ms(fns, x, repeats):
     """Median ms of each function, timed round by round (one call of each
     per round), so that a change of load on a shared machine hits all alike."""
@@ -118,8 +101,6 @@ def main():
         for method in ("autodiff", "taylor"):
             layer = DerivativeModel(net, order=2, hessian=hessian, method=method)
             rows.append((method, compiled(keras.Model(inputs, layer(inputs)))))
-        if BACKEND == "tensorflow" and d == 1:
-            rows.append(("nested GradientTape", nested_tape(net)))
         x = keras.ops.convert_to_tensor(
             np.random.default_rng(0).uniform(size=(args.points, d)).astype("float32")
         )

@@ -169,16 +169,22 @@ def ours(net, d, hessian, method):
 # -- peers: [y, dy, d2y] along one direction (d = 1) --------------------------
 
 
+def nested_tapes(net, x):
+    """The recipe's two tapes: y, dy = dy/dx (sum trick) and the outer tape,
+    which recorded dy."""
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            y = net(x, training=False)
+        dy = inner.gradient(y, x)
+    return y, dy, outer
+
+
 def tape_d1(net):
     def run(x):
-        with tf.GradientTape() as outer:
-            outer.watch(x)
-            with tf.GradientTape() as inner:
-                inner.watch(x)
-                y = net(x, training=False)
-            dy = inner.gradient(y, x)
-        d2y = outer.gradient(dy, x, unconnected_gradients="zero")
-        return y, dy, d2y
+        y, dy, outer = nested_tapes(net, x)
+        return y, dy, outer.gradient(dy, x, unconnected_gradients="zero")
 
     return run
 
@@ -227,14 +233,8 @@ def deepxde_d1(dde, net):
 
 def tape_laplacian(net):
     def run(x):
-        with tf.GradientTape() as outer:
-            outer.watch(x)
-            with tf.GradientTape() as inner:
-                inner.watch(x)
-                y = net(x, training=False)
-            grad = inner.gradient(y, x)
-        hessian = outer.batch_jacobian(grad, x)
-        return y, grad, tf.linalg.trace(hessian)
+        y, grad, outer = nested_tapes(net, x)
+        return y, grad, tf.linalg.trace(outer.batch_jacobian(grad, x))
 
     return run
 

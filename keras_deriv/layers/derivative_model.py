@@ -194,48 +194,47 @@ class DerivativeModel(keras.layers.Layer):
             self.model.build(input_shape)
         self._out_shape = self._inner_output_shape(input_shape)[1:]
         differentiability.raise_if_static_cut(self.model)
-        zero_curvature = self.order >= 2 and curvature.warn_if_zero_curvature(
-            self.model, stacklevel=3
-        )
+        zero_curvature = curvature.has_identically_zero_curvature(self.model)
+        if zero_curvature and self.order >= 2:
+            curvature.warn_if_zero_curvature(self.model, stacklevel=3)
+        try:
+            taylor.check_supported(self.model, self.order, self.hessian)
+            taylor_gap = None
+        except taylor.Unsupported as why:
+            taylor_gap = why
+        self._defect = differentiability.autodiff_defect(self.model, self.order)
         # Skipping the higher derivatives needs certainty: only for models
         # whose every layer the Taylor engine knows (no wrapper, no custom
         # layer or activation that the verdict could misjudge).
-        self._piecewise_linear = zero_curvature and self._taylor_supported()
+        self._piecewise_linear = (
+            zero_curvature and self.order >= 2 and taylor_gap is None
+        )
         directions = len(self.wrt) if self.wrt is not None else input_shape[-1]
-        self._engine = self._choose_engine(directions)
+        self._engine = self._choose_engine(taylor_gap, zero_curvature, directions)
         self.built = True
 
-    def _taylor_supported(self):
-        try:
-            taylor.check_supported(self.model, self.order, self.hessian)
-        except taylor.Unsupported:
-            return False
-        return True
-
-    def _choose_engine(self, directions):
-        defect = differentiability.autodiff_defect(self.model, self.order)
-        self._defect = defect
+    def _choose_engine(self, taylor_gap, zero_curvature, directions):
+        defect = self._defect
         if self.method == "autodiff":
             if defect is not None:
                 raise self._defect_error(defect, 'Use method="taylor" or "auto".')
             return "autodiff"
-        try:
-            taylor.check_supported(self.model, self.order, self.hessian)
-        except taylor.Unsupported as why:
+        if taylor_gap is not None:
             if self.method == "taylor":
-                raise self._taylor_error(why) from None
+                raise self._taylor_error(taylor_gap)
             if defect is not None:
                 raise self._defect_error(
                     defect,
                     "The Taylor engine, which has no such defect, cannot take "
-                    f"this model either: {why}.",
-                ) from None
+                    f"this model either: {taylor_gap}.",
+                )
             return "autodiff"
         if self.method == "taylor" or defect is not None:
             return "taylor"
-        return "taylor" if self._taylor_is_faster(directions) else "autodiff"
+        faster = self._taylor_is_faster(zero_curvature, directions)
+        return "taylor" if faster else "autodiff"
 
-    def _taylor_is_faster(self, directions):
+    def _taylor_is_faster(self, zero_curvature, directions):
         """`method="auto"`, from benchmarks/peers.py and overhead.py (docs'
         Performance page): the forward Laplacian beats nested autodiff 1.3-3x
         on every backend; pure partials of smooth nets are 5-15% faster by
@@ -247,7 +246,7 @@ class DerivativeModel(keras.layers.Layer):
             return True
         if self.order >= 2 and self.hessian == "full":
             return directions <= 4
-        return not curvature.has_identically_zero_curvature(self.model)
+        return not zero_curvature
 
     def _defect_error(self, defect, fix):
         path, reason = defect
