@@ -2,15 +2,19 @@
 
 __version__ = "0.1.0"
 
-from keras_deriv.callbacks.derivative_logger import DerivativeLogger
-from keras_deriv.curvature import (
-    ZeroCurvatureError,
+from keras_deriv.analysis.curvature import (
     ZeroCurvatureFinding,
-    ZeroCurvatureWarning,
+    curvature_verdict,
     find_zero_curvature_activations,
     has_identically_zero_curvature,
 )
-from keras_deriv.errors import NotDifferentiableError
+from keras_deriv.callbacks.derivative_logger import DerivativeLogger
+from keras_deriv.errors import (
+    NotDifferentiableError,
+    PrecisionWarning,
+    ZeroCurvatureError,
+    ZeroCurvatureWarning,
+)
 from keras_deriv.evaluation import derivatives
 from keras_deriv.layers.derivative_model import DerivativeModel
 
@@ -18,9 +22,11 @@ __all__ = [
     "DerivativeLogger",
     "DerivativeModel",
     "NotDifferentiableError",
+    "PrecisionWarning",
     "ZeroCurvatureError",
     "ZeroCurvatureFinding",
     "ZeroCurvatureWarning",
+    "curvature_verdict",
     "derivatives",
     "find_zero_curvature_activations",
     "has_identically_zero_curvature",

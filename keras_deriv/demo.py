@@ -15,7 +15,8 @@ import keras
 import numpy as np
 
 from keras_deriv import plotting
-from keras_deriv.curvature import ZeroCurvatureWarning, find_zero_curvature_activations
+from keras_deriv.analysis.curvature import find_zero_curvature_activations
+from keras_deriv.errors import ZeroCurvatureWarning
 from keras_deriv.evaluation import derivatives
 from keras_deriv.layers.derivative_model import DerivativeModel
 

@@ -1,4 +1,4 @@
-"""Exceptions raised by keras_deriv."""
+"""Every exception and warning keras_deriv raises or emits."""
 
 
 class NotDifferentiableError(ValueError):
@@ -8,3 +8,19 @@ class NotDifferentiableError(ValueError):
     (an `Embedding` or lookup layer, `argmax`, `round`, a cast to an integer
     dtype, `stop_gradient`). The message names the layer where it can.
     """
+
+
+class ZeroCurvatureWarning(UserWarning):
+    """A second or higher derivative was requested from a network whose
+    curvature is identically zero (a piecewise-linear network)."""
+
+
+class ZeroCurvatureError(RuntimeError):
+    """Raised by `DerivativeLogger(on_zero_curvature="raise")` when the
+    network is proven piecewise linear."""
+
+
+class PrecisionWarning(UserWarning):
+    """Derivatives are computed at a lower precision than the dtypes say:
+    layers that compute in float16/bfloat16, or a backend whose Keras ops
+    round float64 to float32."""

@@ -6,7 +6,15 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
+from keras_deriv.graph.walk import walk
 from keras_deriv.layers.derivative_model import DerivativeModel
+from keras_deriv.options import (
+    check_batch_size,
+    check_hessian,
+    check_method,
+    check_order,
+    check_wrt,
+)
 
 DEFAULT_BATCH_SIZE = 4096
 
@@ -26,20 +34,19 @@ class Evaluator:
         inputs = keras.Input((d,), dtype=dtype)
         self.layer = DerivativeModel(model, **options)
         self.model = model
+        self.fingerprint = walk(model).fingerprint()
         self._function = keras.Model(inputs, self.layer(inputs))
+
+    def is_current(self):
+        """Whether the model still has the structure this function was
+        compiled for (not edited in place since)."""
+        return walk(self.model).fingerprint() == self.fingerprint
 
     def __call__(self, x, batch_size=None):
         n = len(x)
         if batch_size is None:
             batch_size = min(n, DEFAULT_BATCH_SIZE)
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, int)
-            or batch_size < 1
-        ):
-            raise ValueError(
-                f"`batch_size` must be a positive int; got {batch_size!r}."
-            )
+        batch_size = check_batch_size(batch_size)
         outputs = None
         for start in range(0, n, batch_size):
             chunk = x[start : start + batch_size]
@@ -59,7 +66,7 @@ class Evaluator:
 def _cached_evaluator(model, d, dtype, options):
     key = (id(model), d, dtype, options)
     evaluator = _EVALUATORS.pop(key, None)
-    if evaluator is None:
+    if evaluator is None or not evaluator.is_current():
         evaluator = Evaluator(model, d, dtype, **dict(options))
     _EVALUATORS[key] = evaluator
     while len(_EVALUATORS) > _CACHE_SIZE:
@@ -131,35 +138,38 @@ def derivatives(
     x = as_float_array(x)
     if len(x) == 0:
         raise ValueError("derivatives() got no points (x has 0 rows).")
+    order = check_order(order)
     options = (
         ("order", order),
-        ("hessian", hessian),
-        ("method", method),
-        ("wrt", tuple(wrt) if wrt is not None else None),
+        ("hessian", check_hessian(hessian, order)),
+        ("method", check_method(method)),
+        ("wrt", check_wrt(wrt)),
     )
+    if batch_size is not None:
+        check_batch_size(batch_size)
     evaluator = _cached_evaluator(model, x.shape[1], str(x.dtype), options)
     return evaluator(x, batch_size)
 
 
-def _all_layers(model):
-    for layer in getattr(model, "layers", []):
-        yield layer
-        yield from _all_layers(layer)
-
-
 def network_to_differentiate(model):
-    """`model` itself when it has one output tensor; else the network wrapped
-    by its only `DerivativeModel` (a model trained on derivative outputs)."""
-    outputs = getattr(model, "outputs", None)
-    if outputs is None or len(keras.tree.flatten(outputs)) == 1:
+    """The network whose derivatives a model is about: the network wrapped
+    by the `DerivativeModel` layers inside `model` (a model trained on
+    derivative outputs, whatever the structure of its outputs: one key of
+    a dict, several), or `model` itself when it has none."""
+    wrapped = []
+    for step in walk(model).all_steps():
+        layer = step.layer
+        if isinstance(layer, DerivativeModel) and all(
+            layer.model is not w for w in wrapped
+        ):
+            wrapped.append(layer.model)
+    if not wrapped:
         return model
-    wrappers = [
-        layer for layer in _all_layers(model) if isinstance(layer, DerivativeModel)
-    ]
-    if len(wrappers) == 1:
-        return wrappers[0].model
+    if len(wrapped) == 1:
+        return wrapped[0]
+    names = ", ".join(repr(w.name) for w in wrapped)
     raise ValueError(
-        f"Cannot tell which network of {model.name!r} to differentiate: it has "
-        f"{len(keras.tree.flatten(outputs))} outputs and {len(wrappers)} "
-        "DerivativeModel layers. Name the network explicitly."
+        f"Cannot tell which network of {model.name!r} to differentiate: its "
+        f"DerivativeModel layers wrap {len(wrapped)} different networks "
+        f"({names})."
     )

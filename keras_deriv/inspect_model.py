@@ -13,12 +13,12 @@ import keras
 import numpy as np
 
 from keras_deriv import plotting
-from keras_deriv.atomic_files import write_atomically
-from keras_deriv.curvature import (
-    ZeroCurvatureWarning,
+from keras_deriv.analysis.curvature import (
+    curvature_verdict,
     find_zero_curvature_activations,
-    has_identically_zero_curvature,
 )
+from keras_deriv.atomic_files import write_atomically
+from keras_deriv.errors import ZeroCurvatureWarning
 from keras_deriv.evaluation import derivatives, network_to_differentiate
 
 
@@ -115,7 +115,7 @@ def run(args, stream=None):
     if args.at is not None and len(args.at) != width:
         raise UsageError(f"--at needs {width} values (one per input feature).")
     findings = find_zero_curvature_activations(net)
-    zero = has_identically_zero_curvature(net)
+    verdict = curvature_verdict(net)
     x = slice_points(
         width, args.feature, args.range[0], args.range[1], args.points, args.at
     )
@@ -151,7 +151,8 @@ def run(args, stream=None):
             }
             for f in findings
         ],
-        "identically_zero_curvature": zero,
+        "identically_zero_curvature": verdict == "piecewise_linear",
+        "curvature": verdict,
         "slice": {
             "feature": args.feature,
             "range": list(args.range),
@@ -185,11 +186,13 @@ def print_report(report, stream):
             )
     else:
         print("No activation with a vanishing second derivative.", file=stream)
-    verdict = (
-        "identically zero: the network is piecewise linear"
-        if report["identically_zero_curvature"]
-        else "not identically zero"
-    )
+    verdict = {
+        "piecewise_linear": "identically zero: the network is piecewise linear",
+        "affine": "identically zero: the network is affine",
+        "curved": "not identically zero",
+        "unknown": "unknown: the model has layers keras_deriv cannot see "
+        "into (custom or subclassed); see the measured values below",
+    }[report["curvature"]]
     print(f"Curvature (d2y/dx2): {verdict}.", file=stream)
     s = report["slice"]
     lo, hi = s["range"]

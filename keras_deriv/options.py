@@ -1,6 +1,7 @@
 """Validation of the options shared by DerivativeModel, derivatives() and
 DerivativeLogger: each bad value is a clear error naming the fix."""
 
+import numbers
 import operator
 
 HESSIAN_MODES = ("diagonal", "full", "laplacian")
@@ -10,7 +11,7 @@ OUTPUT_KEYS = ("y", "dy", "d2y", "d3y", "d4y")
 
 
 def check_order(order):
-    if isinstance(order, bool) or not isinstance(order, int):
+    if isinstance(order, bool) or not isinstance(order, numbers.Integral):
         raise TypeError(
             f"`order` must be an int from 1 to {MAX_ORDER}; got {order!r} "
             f"of type {type(order).__name__}."
@@ -20,11 +21,11 @@ def check_order(order):
             f"`order` must be from 1 to {MAX_ORDER} (1: [y, dy], 2: [y, dy, "
             f"d2y], ...); got {order}."
         )
-    return order
+    return int(order)
 
 
 def check_choice(name, value, choices):
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(
             f"Unknown `{name}`={value!r}. Expected one of "
             f"{', '.join(repr(c) for c in choices)}."
@@ -74,3 +75,11 @@ def check_hessian(hessian, order):
             f'partials ∂ᵏy/∂x_iᵏ); got hessian="{hessian}".'
         )
     return hessian
+
+
+def check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
+    return int(batch_size)

@@ -7,7 +7,7 @@ import re
 import pytest
 
 import keras_deriv.callbacks.derivative_logger
-import keras_deriv.curvature
+import keras_deriv.analysis.curvature
 import keras_deriv.evaluation
 import keras_deriv.layers.derivative_model
 
@@ -35,7 +35,7 @@ def test_markdown_example_runs(code, tmp_path, monkeypatch):
     [
         keras_deriv.layers.derivative_model,
         keras_deriv.evaluation,
-        keras_deriv.curvature,
+        keras_deriv.analysis.curvature,
         keras_deriv.callbacks.derivative_logger,
     ],
 )

@@ -197,7 +197,7 @@ def test_auto_falls_back_for_layers_without_rules_and_taylor_names_them():
         DerivativeModel(net, method="taylor")(x)
     layer = DerivativeModel(net, method="auto")
     out = layer(x)
-    assert layer._engine == "autodiff" and len(out) == 3
+    assert layer.engine == "autodiff" and len(out) == 3
     custom = keras.Sequential(
         [keras.Input((1,)), keras.layers.Dense(4, activation=lambda z: z * z)]
     )
@@ -217,7 +217,7 @@ def test_functional_ops_and_shared_layers_fall_back_to_autodiff():
             DerivativeModel(net, method="taylor")(x)
         layer = DerivativeModel(net)
         auto = [to_numpy(t) for t in layer(x)]
-        assert layer._engine == "autodiff"
+        assert layer.engine == "autodiff"
         ref = [to_numpy(t) for t in DerivativeModel(net, method="autodiff")(x)]
         for a, r in zip(auto, ref, strict=True):
             np.testing.assert_array_equal(a, r)
@@ -259,7 +259,7 @@ def test_auto_picks_the_engine_the_benchmarks_favour():
     for model, kwargs, engine in cases:
         layer = DerivativeModel(model, **kwargs)
         layer(np.ones((2, model.input_shape[-1]), "float32"))
-        assert layer._engine == engine, (kwargs, engine)
+        assert layer.engine == engine, (kwargs, engine)
 
 
 def dense(units, activation=None, seed=0):
@@ -340,7 +340,7 @@ def test_functional_graphs_with_merges_and_norms_agree_with_autodiff(kwargs):
     ]
     layer = DerivativeModel(net, method="taylor", dtype="float64", **kwargs)
     fast = [to_numpy(t) for t in layer(x)]
-    assert layer._engine == "taylor"
+    assert layer.engine == "taylor"
     for k, (a, f) in enumerate(zip(auto, fast, strict=True)):
         assert a.shape == f.shape
         assert k < 2 or np.abs(a).max() > 1e-2  # curved: not a check of 0 == 0
@@ -413,7 +413,7 @@ def test_wrong_autodiff_of_layer_norm_is_refused_and_taylor_used():
     order = 2 if BACKEND == "tensorflow" else 3  # the first wrong order
     layer = DerivativeModel(net, order=order, dtype="float64")
     fast = to_numpy(layer(f64(points))[order])
-    assert layer._engine == "taylor"
+    assert layer.engine == "taylor"
     # The defect itself: the framework's nested differentiation is far off.
     from keras_deriv import backend
 
@@ -457,7 +457,7 @@ def test_piecewise_linear_nets_skip_the_passes_that_give_zeros(kwargs):
     x = np.random.default_rng(0).uniform(-1, 1, (10, 2)).astype("float32")
     layer = DerivativeModel(net, method="autodiff", **kwargs)
     fast = [to_numpy(t) for t in layer(x)]
-    assert layer._piecewise_linear
+    assert layer.curvature == "piecewise_linear"
     order, wrt = kwargs.get("order", 2), kwargs.get("wrt", [0, 1])
     full = backend.get().nested_derivatives(
         net, keras.ops.convert_to_tensor(x), order, kwargs.get("hessian") == "full", wrt
@@ -509,7 +509,7 @@ def test_wrapped_and_subclassed_models_are_not_taken_at_their_word():
     )
     layer = DerivativeModel(wrapped)
     d2y = to_numpy(layer(x)[2])
-    assert layer._engine == "autodiff" and not layer._piecewise_linear
+    assert layer.engine == "autodiff" and not layer.curvature == "piecewise_linear"
     ref = backend.get().nested_derivatives(
         wrapped, keras.ops.convert_to_tensor(x), 2, False, (0, 1, 2)
     )[2]
@@ -525,7 +525,7 @@ def test_wrapped_and_subclassed_models_are_not_taken_at_their_word():
     doubled = Doubled(inputs, keras.layers.Dense(1, activation="tanh")(inputs))
     layer = DerivativeModel(doubled)
     fast = [to_numpy(t) for t in layer(x)]
-    assert layer._engine == "autodiff"
+    assert layer.engine == "autodiff"
     ref = [
         to_numpy(t)
         for t in backend.get().nested_derivatives(
@@ -539,8 +539,13 @@ def test_wrapped_and_subclassed_models_are_not_taken_at_their_word():
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="a TensorFlow defect")
 def test_defects_are_found_on_bare_and_wrapped_layers():
     x = np.random.default_rng(0).uniform(-1, 1, (5, 4)).astype("float32")
+    bare = keras.layers.LayerNormalization(name="norm")
     with pytest.raises(ValueError, match="wrong derivatives.*'norm'"):
-        DerivativeModel(keras.layers.LayerNormalization(name="norm"))(x)
+        DerivativeModel(bare, method="autodiff")(x)
+    # a bare layer is a graph of one step: auto takes it through Taylor
+    layer = DerivativeModel(bare)
+    layer(x)
+    assert layer.engine == "taylor"
     wrapped = keras.Sequential(
         [
             keras.Input((4,)),

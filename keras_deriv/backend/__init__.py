@@ -12,8 +12,6 @@ active Keras backend. Every module here offers the same functions:
 - `depends_on_input(f, x)`: whether `f(x)` is differentiably connected to `x`.
 - `run_eagerly(fn)`: `fn()` on concrete values, even inside a traced
   (compiled) function.
-- `wrong_derivatives(layer, order)`: why nested native differentiation
-  gets `layer`'s derivatives up to `order` wrong, or None.
 """
 
 import importlib

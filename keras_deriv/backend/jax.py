@@ -12,12 +12,6 @@ import jax.extend.core
 import jax.numpy as jnp
 
 
-def wrong_derivatives(layer, order):
-    """Why nested differentiation gets `layer`'s derivatives up to `order`
-    wrong, or None: never, on this backend."""
-    return None
-
-
 def _basis(x, wrt):
     """`(d', B, d)`: direction i is e_wrt[i] for every point of the batch."""
     eye = jnp.eye(x.shape[-1], dtype=x.dtype)[jnp.asarray(wrt)]

@@ -25,25 +25,6 @@ _NOT_CONNECTED = "the output does not depend differentiably on the input"
 _MAX_LOOPED_COMPONENTS = 16
 
 
-def wrong_derivatives(layer, order):
-    """Why nested tapes get `layer`'s derivatives up to `order` wrong, or
-    None. `tf.nn.moments`, behind Keras's layer and group
-    normalization here, stops the gradient through the mean inside the
-    variance: harmless for first derivatives (that gradient is zero), wrong
-    for second ones."""
-    kind = type(layer).__name__
-    moments = kind == "GroupNormalization" or (
-        kind == "LayerNormalization" and not layer.rms_scaling
-    )
-    if order >= 2 and moments:
-        return (
-            "TensorFlow's tf.nn.moments stops the gradient through the mean, "
-            "so nested GradientTapes get its second and higher derivatives "
-            "wrong (the first are right)"
-        )
-    return None
-
-
 def _gradients(tape, top, xt, sums):
     """`(N, m, d)`: d top[:, j] / d xt for each component j."""
     if sums is None:

@@ -20,20 +20,6 @@ from keras_deriv.errors import NotDifferentiableError
 _NOT_CONNECTED = "the output does not depend differentiably on the input"
 
 
-def wrong_derivatives(layer, order):
-    """Why nested `autograd.grad` gets `layer`'s derivatives up to `order`
-    wrong, or None. Keras runs LayerNormalization with torch's fused
-    `layer_norm` kernel, whose third derivative is wrong (its first two are
-    right; checked in float64 against the same function written out)."""
-    if order >= 3 and type(layer).__name__ == "LayerNormalization":
-        if not layer.rms_scaling:
-            return (
-                "the third derivative of torch's layer_norm kernel is wrong "
-                "(the first and second are right)"
-            )
-    return None
-
-
 def _gradients(top, xt, keep_graph):
     """`(N, m, d)`, d top[:, j] / d xt for each component j, or None when no
     component depends on xt."""
@@ -93,6 +79,31 @@ def nested_derivatives(f, x, order, full_hessian, wrt):
     return results
 
 
+# Backward nodes whose gradient is zero everywhere: torch defines the
+# derivative of round, floor, ceil, trunc and sign as 0 (TensorFlow and JAX
+# have none), so a path through them carries no derivative, silently.
+_ZERO_GRADIENT_NODES = (
+    "RoundBackward",
+    "FloorBackward",
+    "CeilBackward",
+    "TruncBackward",
+    "SignBackward",
+)
+
+
+def _reaches(node, target, seen):
+    """Whether the autograd graph from `node` reaches the leaf `target`
+    through nodes with a nonzero gradient."""
+    if node is None or node in seen:
+        return False
+    seen.add(node)
+    if node.name().startswith(_ZERO_GRADIENT_NODES):
+        return False
+    if getattr(node, "variable", None) is target:
+        return True
+    return any(_reaches(child, target, seen) for child, _ in node.next_functions)
+
+
 @torch.compiler.disable
 def depends_on_input(f, x):
     with torch.enable_grad():
@@ -100,13 +111,17 @@ def depends_on_input(f, x):
         y = f(x)
         if not (y.is_floating_point() and y.requires_grad):
             return False
-        (g,) = torch.autograd.grad(y.sum(), x, allow_unused=True)
-    return g is not None
+        return _reaches(y.grad_fn, x, set())
 
 
 def run_eagerly(fn):
     """`fn()` on real tensors with gradients on, even inside Keras's symbolic
-    build (meta tensors, no_grad): those settings are per thread, so a fresh
-    thread starts clean."""
+    build (meta tensors, no_grad). Keras's device scope is per thread, so
+    inside a symbolic build a fresh thread starts clean."""
+    import keras
+
+    if keras.ops.convert_to_tensor(0.0).device.type != "meta":
+        with torch.enable_grad():
+            return fn()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(fn).result()

@@ -9,8 +9,10 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from keras_deriv import curvature, plotting
+from keras_deriv import plotting
+from keras_deriv.analysis import curvature
 from keras_deriv.atomic_files import write_atomically
+from keras_deriv.errors import ZeroCurvatureError, ZeroCurvatureWarning
 from keras_deriv.evaluation import Evaluator, as_float_array, network_to_differentiate
 from keras_deriv.options import (
     OUTPUT_KEYS,
@@ -185,7 +187,7 @@ class DerivativeLogger(keras.callbacks.Callback):
         if self._evaluator is None or self._evaluator.model is not net:
             with warnings.catch_warnings():
                 # zero curvature is this callback's to report, as configured
-                warnings.simplefilter("ignore", curvature.ZeroCurvatureWarning)
+                warnings.simplefilter("ignore", ZeroCurvatureWarning)
                 self._evaluator = Evaluator(
                     net,
                     self.x.shape[1],
@@ -201,7 +203,8 @@ class DerivativeLogger(keras.callbacks.Callback):
             self._summaries = self._guard(
                 "open TensorBoard events", SummaryWriter, self.log_dir
             )
-        if self.order >= 2 and curvature.has_identically_zero_curvature(net):
+        self._verdict = self._evaluator.layer.curvature
+        if self.order >= 2 and self._verdict == curvature.PIECEWISE_LINEAR:
             self._report_zero_curvature(curvature.zero_curvature_message(net))
 
     def on_train_end(self, logs=None):
@@ -233,11 +236,7 @@ class DerivativeLogger(keras.callbacks.Callback):
                         "log to TensorBoard", self._write_summaries, epoch, scalars, fig
                     )
         if self.order >= 2 and np.all(values[2] == 0.0):
-            self._report_zero_curvature(
-                f"d2y/dx2 is exactly 0 at all {len(self.x)} probe points at epoch "
-                f"{epoch + 1}: the network is piecewise linear there. Use a smooth "
-                f"activation ({curvature.SMOOTH_ALTERNATIVES}) for curvature."
-            )
+            self._report_measured_zero(epoch)
 
     def _scalars(self, values):
         scalars = {}
@@ -304,13 +303,33 @@ class DerivativeLogger(keras.callbacks.Callback):
             return None
 
     def _report_zero_curvature(self, message):
+        """A proven verdict: `on_zero_curvature` acts on it."""
         action = self.on_zero_curvature
         if action == "ignore" or self._zero_curvature_reported:
             return
         self._zero_curvature_reported = True
         if action == "raise":
-            raise curvature.ZeroCurvatureError(message)
+            raise ZeroCurvatureError(message)
         if action == "stop":
             self.model.stop_training = True
             message += " Training stopped (on_zero_curvature='stop')."
-        warnings.warn(message, curvature.ZeroCurvatureWarning, stacklevel=2)
+        warnings.warn(message, ZeroCurvatureWarning, stacklevel=2)
+
+    def _report_measured_zero(self, epoch):
+        """A measurement, not a proof: the second derivative can be 0 on
+        these points for a curved network (e.g. u = x0 * N(x1) along x0).
+        Reported once as what it is; never raises or stops training."""
+        if self._zero_curvature_reported or self.on_zero_curvature == "ignore":
+            return
+        self._zero_curvature_reported = True
+        which = (
+            f"features {list(self.wrt)}" if self.wrt is not None else "every feature"
+        )
+        warnings.warn(
+            f"d2y is exactly 0 at all {len(self.x)} probe points at epoch "
+            f"{epoch + 1} (measured with respect to {which}, on these points "
+            "only). If the network should be curved there, check its "
+            f"activations ({curvature.SMOOTH_ALTERNATIVES} are smooth).",
+            ZeroCurvatureWarning,
+            stacklevel=2,
+        )

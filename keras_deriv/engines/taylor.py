@@ -1,10 +1,11 @@
-"""The Taylor engine: forward propagation of jets through a model.
+"""The Taylor engine: forward propagation of jets along the walk.
 
-Each supported layer has a rule in `RULES`, a registry by class name, that
-maps the jets of its inputs to the jet of its output (jet arithmetic in
-`jets.py`). Sequential and Functional models, nested, are walked layer by
-layer; a model with any other layer or operation is not supported and the
-autodiff engine is used (never a guess).
+Each known layer's Taylor rule (registered with its facts in
+`graph/known_layers.py`, the math in `taylor_rules.py`) maps the jets of
+its inputs to the jet of its output. Sequential and Functional models,
+nested, are propagated step by step; a model with any other step is not
+supported and `taylor_gap` says why (the caller falls back to autodiff or
+raises, never guesses).
 
 Costs per Dense layer: 1 + k·d' matmuls for order k pure partials, d' + 2
 for the Laplacian (the forward Laplacian of Li et al. 2023), 1 + d' +
@@ -17,345 +18,63 @@ import math
 import keras
 from keras import ops
 
-from keras_deriv.engines import activation_derivatives, jets, vector_activations
+from keras_deriv.engines import jets
+from keras_deriv.engines.taylor_rules import Unsupported, activation_rule
+from keras_deriv.graph.walk import KNOWN, MODEL, Graph
 
-RULES = {}
-MERGES = ("Add", "Subtract", "Multiply", "Average", "Concatenate")
-
-
-class Unsupported(Exception):
-    """The model has a layer (or a mode) the Taylor engine has no rule for."""
+__all__ = ["Unsupported", "derivatives", "taylor_gap"]
 
 
-def rule(*class_names):
-    def register(fn):
-        for name in class_names:
-            RULES[name] = fn
-        return fn
-
-    return register
-
-
-def _has_activation_rule(layer):
-    activation = getattr(layer, "activation", None)
-    return (
-        vector_activations.get(activation) is not None
-        or activation_derivatives.get(activation, layer) is not None
-    )
-
-
-def _activate(layer, activation, jet, mode):
-    vector_rule = vector_activations.get(activation)
-    if vector_rule is not None:
-        return vector_rule(jet, mode)
-    derivs = activation_derivatives.get(activation, layer)
-    if derivs is None:
-        raise Unsupported(f"the activation of layer {layer.name!r}")
-    value, *higher = derivs(jet[0], len(jet) - 1)
-    return [value, *jets.compose(jet, higher, mode)[1:]]
-
-
-@rule("Dense")
-def _dense(layer, jet, mode, training):
-    out = jets.linear(jet, lambda h: ops.matmul(h, layer.kernel))
-    if layer.bias is not None:
-        out[0] = out[0] + layer.bias
-    return _activate(layer, layer.activation, out, mode)
-
-
-@rule("EinsumDense")
-def _einsum_dense(layer, jet, mode, training):
-    out = jets.linear(jet, lambda h: ops.einsum(layer.equation, h, layer.kernel))
-    if layer.bias is not None:
-        out[0] = out[0] + layer.bias
-    return _activate(layer, layer.activation, out, mode)
-
-
-@rule("Activation", "ReLU", "LeakyReLU", "ELU")
-def _activation_layer(layer, jet, mode, training):
-    return _activate(layer, getattr(layer, "activation", None), jet, mode)
-
-
-@rule("Normalization")
-def _normalization(layer, jet, mode, training):
-    # (x - mean) / max(sqrt(var), eps), or its inverse: affine, per feature
-    std = ops.maximum(ops.sqrt(layer.variance), keras.backend.epsilon())
-    return [layer(jet[0]), *jets.scale(jet[1:], std if layer.invert else 1.0 / std)]
-
-
-@rule("BatchNormalization")
-def _batch_normalization(layer, jet, mode, training):
-    # Inference (DerivativeModel refuses the training mode):
-    # (x - moving_mean) * gamma / sqrt(moving_variance + eps) + beta
-    factor = ops.rsqrt(layer.moving_variance + layer.epsilon)
-    if layer.gamma is not None:
-        factor = factor * layer.gamma
-    shape = [1] * len(jet[0].shape)
-    shape[layer.axis] = -1
-    factor = ops.reshape(ops.cast(factor, jet[0].dtype), shape[1:])
-    return [layer(jet[0], training=False), *jets.scale(jet[1:], factor)]
-
-
-def _inverse_sqrt_derivatives(v, k):
-    """[g, g', ..., g^(k)] of g(v) = v^(-1/2)."""
-    out, power, coefficient = [], -0.5, 1.0
-    for _ in range(k + 1):
-        out.append(coefficient * v**power)
-        coefficient, power = coefficient * power, power - 1.0
-    return out
-
-
-def _axes(axis, rank):
-    """Normalization axes counted from the end (the same for every
-    coefficient, with or without a direction axis)."""
-    axis = [axis] if isinstance(axis, int) else axis
-    return [a - rank if a >= 0 else a for a in axis]
-
-
-def _standardized(jet, axes, epsilon, mode):
-    """Jets of `h - mean(h)` and of `(var(h) + epsilon)^(-1/2)` over `axes`."""
-
-    def mean(h):
-        return ops.mean(h, axis=axes, keepdims=True)
-
-    centred = jets.add(jet, jets.negate(jets.linear(jet, mean)))
-    variance = jets.linear(jets.multiply(centred, centred, mode), mean)
-    return centred, jets.power(variance, -0.5, mode, offset=epsilon)
-
-
-@rule("LayerNormalization")
-def _layer_normalization(layer, jet, mode, training):
-    # As keras.ops.layer_normalization: c = h - mean(h), s = (var + eps)^-1/2,
-    # y = c * s * gamma + beta; with (deprecated) rms_scaling, y = h * s * gamma.
-    axes = _axes(layer.axis, len(jet[0].shape))
-    centred, inverse_std = _standardized(jet, axes, layer.epsilon, mode)
-    out = jets.multiply(jet if layer.rms_scaling else centred, inverse_std, mode)
-    if layer.gamma is not None:
-        out = jets.scale(out, _along_axes(layer.gamma, axes, jet[0]))
-    if layer.beta is not None and not layer.rms_scaling:
-        out[0] = out[0] + _along_axes(layer.beta, axes, jet[0])
-    return out
-
-
-@rule("GroupNormalization")
-def _group_normalization(layer, jet, mode, training):
-    # As Keras: split the channels into groups, (B, ..., G, C/G, ...), and
-    # standardize each group over everything but the batch and group axes.
-    shape = jet[0].shape[1:]
-    axis = layer.axis % (len(shape) + 1)
-    grouped = [*shape[: axis - 1], layer.groups, shape[axis - 1] // layer.groups]
-    grouped += shape[axis:]
-    out = jets.linear(jet, lambda h: ops.reshape(h, (-1, *grouped)))
-    rank = len(grouped) + 1
-    axes = [a - rank for a in range(1, rank) if a != axis]
-    centred, inverse_std = _standardized(out, axes, layer.epsilon, mode)
-    out = jets.multiply(centred, inverse_std, mode)
-    weight_shape = [1] * len(grouped)
-    weight_shape[axis - 1 : axis + 1] = grouped[axis - 1 : axis + 1]
-    if layer.gamma is not None:
-        out = jets.scale(out, ops.reshape(layer.gamma, weight_shape))
-    if layer.beta is not None:
-        out[0] = out[0] + ops.reshape(layer.beta, weight_shape)
-    return jets.linear(out, lambda h: ops.reshape(h, (-1, *shape)))
-
-
-@rule("RMSNormalization")
-def _rms_normalization(layer, jet, mode, training):
-    # As keras.ops.rms_normalization: y = h * (mean(h^2) + eps)^-1/2 * scale
-    rank = len(jet[0].shape)
-    axes = _axes(layer.axis, rank)
-    square = jets.multiply(jet, jet, mode)
-    mean_square = jets.linear(square, lambda h: ops.mean(h, axis=axes, keepdims=True))
-    out = jets.multiply(
-        jet, jets.power(mean_square, -0.5, mode, offset=layer.epsilon), mode
-    )
-    if layer.scale is not None:
-        out = jets.scale(out, _along_axes(layer.scale, axes, jet[0]))
-    return out
-
-
-def _along_axes(weight, axes, value):
-    """A per-feature weight reshaped to broadcast against `value` `(B, *F)`."""
-    shape = [1] * len(value.shape)
-    for a in axes:
-        shape[a] = value.shape[a]
-    return ops.reshape(weight, shape[1:])
-
-
-@rule("Softmax")
-def _softmax_layer(layer, jet, mode, training):
-    if not isinstance(layer.axis, int):
-        raise Unsupported(f"layer {layer.name!r}: softmax over several axes")
-    return vector_activations.softmax(jet, mode, axis=layer.axis)
-
-
-@rule("PReLU")
-def _prelu(layer, jet, mode, training):
-    # x for x > 0, alpha * x otherwise: piecewise linear, alpha a weight
-    positive = ops.cast(jet[0] > 0, jet[0].dtype)
-    slope = positive + (1 - positive) * layer.alpha
-    return [layer(jet[0]), *jets.compose(jet, [slope] + [None] * 3, mode)[1:]]
-
-
-@rule("GaussianNoise")
-def _additive_noise(layer, jet, mode, training):
-    return [layer(jet[0], training=training), *jet[1:]]
-
-
-@rule("Rescaling")
-def _rescaling(layer, jet, mode, training):
-    out = jets.scale(jet, ops.cast(layer.scale, jet[0].dtype))
-    out[0] = out[0] + ops.cast(layer.offset, jet[0].dtype)
-    return out
-
-
-@rule("Dropout", "GaussianDropout", "SpatialDropout1D")
-def _dropout(layer, jet, mode, training):
-    if not training:
-        return jet
-    # one mask for every coefficient, as in the forward pass
-    mask = layer(ops.ones_like(jet[0]), training=True)
-    return jets.scale(jet, mask)
-
-
-@rule("Identity", "InputLayer")
-def _identity(layer, jet, mode, training):
-    return jet
-
-
-@rule("Flatten", "Reshape")
-def _reshape(layer, jet, mode, training):
-    return jets.linear(jet, layer)
-
-
-@rule("Add")
-def _add(layer, inputs, mode, training):
-    return jets.add(*inputs)
-
-
-@rule("Subtract")
-def _subtract(layer, inputs, mode, training):
-    return jets.add(inputs[0], jets.negate(inputs[1]))
-
-
-@rule("Average")
-def _average(layer, inputs, mode, training):
-    return jets.scale(jets.add(*inputs), 1.0 / len(inputs))
-
-
-@rule("Multiply")
-def _multiply(layer, inputs, mode, training):
-    out = inputs[0]
-    for jet in inputs[1:]:
-        out = jets.multiply(out, jet, mode)
-    return out
-
-
-@rule("Concatenate")
-def _concatenate(layer, inputs, mode, training):
-    out = []
-    for cs in zip(*inputs, strict=True):
-        if all(c is None for c in cs):
-            out.append(None)
+def taylor_gap(graph: Graph) -> str | None:
+    """Why the Taylor engine cannot propagate through `graph`, or None."""
+    if graph.problem is not None:
+        return graph.problem
+    for step in graph.steps:
+        kind = type(step.layer).__name__
+        if step.kind == MODEL:
+            gap = taylor_gap(step.inner[0])
+            if gap is not None:
+                return gap
             continue
-        like = next(c for c in cs if c is not None)
-        shift = len(like.shape) - len(inputs[0][0].shape)  # a direction axis
-        parts = []
-        for value, c in zip(inputs, cs, strict=True):
-            if c is None:  # a known zero next to a real coefficient
-                c = ops.zeros_like(value[0])
-                if shift:
-                    c = ops.repeat(ops.expand_dims(c, 1), like.shape[1], axis=1)
-            parts.append(jets.batched(c, value[0]))
-        axis = layer.axis + shift if layer.axis >= 0 else layer.axis
-        out.append(ops.concatenate(parts, axis=axis))
-    return out
+        if step.kind != KNOWN or step.facts.taylor is None:
+            what = kind
+            if not isinstance(step.layer, keras.layers.Layer):
+                what = f"{kind}, a keras.ops operation"
+            return f"layer {step.path!r} ({what}) has no Taylor rule"
+        if isinstance(step.inputs, list) != step.facts.merge:
+            return f"layer {step.path!r} ({kind}) is called on a list of tensors"
+        gap = step.facts.taylor_gap(step.layer)
+        if gap is not None:
+            return gap
+        activation = step.facts.activation(step.layer)
+        if activation is not None and step.facts.taylor is not None:
+            if activation is not step.layer and activation_rule(activation) is None:
+                return (
+                    f"the activation of layer {step.path!r} has no Taylor rule "
+                    "(a custom activation)"
+                )
+    return None
 
 
-# -- walking a model ---------------------------------------------------------
-
-
-def _is_model(layer):
-    return isinstance(layer, keras.Model)
-
-
-def _steps(model):
-    """`(layer, input_keys, output_key)` in order of evaluation. Keys are the
-    ids of the model's symbolic tensors; for a Sequential model, 0."""
-    kind = type(model).__name__
-    if kind == "Sequential":
-        return [(layer, 0, 0) for layer in model.layers]
-    if kind != "Functional":  # a subclass may override `call`: not its graph
-        raise Unsupported(f"{model.name!r} is a subclassed model or a layer")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise Unsupported(f"{model.name!r} has several inputs or outputs")
-    # A layer's `input`/`output` are those of its first call: a layer
-    # called twice (shared) leaves tensors that no step produces.
-    steps, produced = [], {id(model.inputs[0])}
-    for op in model.operations:
-        if type(op).__name__ == "InputLayer":
-            continue
-        inputs = op.input
-        listed = isinstance(inputs, (list, tuple))
-        keys = [id(t) for t in inputs] if listed else [id(inputs)]
-        if not produced.issuperset(keys):
-            raise Unsupported(f"layer {op.name!r} is shared (called more than once)")
-        produced.add(id(op.output))
-        steps.append((op, keys if listed else keys[0], id(op.output)))
-    if id(model.outputs[0]) not in produced:
-        raise Unsupported(
-            f"the output of {model.name!r} comes from a shared layer (one "
-            "called more than once)"
-        )
-    return steps
-
-
-def _input_key(model):
-    return 0 if type(model).__name__ == "Sequential" else id(model.inputs[0])
-
-
-def _output_key(model):
-    return 0 if type(model).__name__ == "Sequential" else id(model.outputs[0])
-
-
-def _propagate(model, jet, mode, training):
-    values = {_input_key(model): jet}
-    for layer, keys, key in _steps(model):
-        if isinstance(keys, list):
-            inputs = [values[k] for k in keys]
+def _propagate(graph, jet, mode, training):
+    values = {graph.input_key: jet}
+    for step in graph.steps:
+        if isinstance(step.inputs, list):
+            inputs = [values[k] for k in step.inputs]
         else:
-            inputs = values[keys]
-        if _is_model(layer):
-            values[key] = _propagate(layer, inputs, mode, training)
+            inputs = values[step.inputs]
+        active = step.training if step.training is not None else training
+        if step.kind == MODEL:
+            values[step.output] = _propagate(step.inner[0], inputs, mode, active)
         else:
-            values[key] = RULES[type(layer).__name__](layer, inputs, mode, training)
-    return values[_output_key(model)]
+            values[step.output] = step.facts.taylor(step.layer, inputs, mode, active)
+    return values[graph.output_key]
 
 
-def check_supported(model, order, hessian):
-    """Raise `Unsupported` naming the first layer without a rule."""
-    for layer, keys, _ in _steps(model):
-        kind = type(layer).__name__
-        if _is_model(layer):
-            check_supported(layer, order, hessian)
-        elif kind not in RULES or not isinstance(layer, keras.layers.Layer):
-            # (a keras.ops call in a Functional model is an operation, and
-            # may share a layer's class name: ops.average is not Average)
-            raise Unsupported(f"layer {layer.name!r} ({kind}) has no Taylor rule")
-        elif kind == "Softmax" and not isinstance(layer.axis, int):
-            raise Unsupported(f"layer {layer.name!r}: softmax over several axes")
-        elif isinstance(keys, list) != (kind in MERGES):
-            raise Unsupported(f"layer {layer.name!r} ({kind}) has a list input")
-        elif getattr(layer, "quantization_mode", None) is not None:
-            raise Unsupported(f"layer {layer.name!r} is quantized")
-        elif not _has_activation_rule(layer):
-            raise Unsupported(f"the activation of layer {layer.name!r}")
-
-
-def derivatives(model, x, order, hessian, wrt, training=None):
+def derivatives(graph: Graph, x, order, hessian, wrt, training=None):
     """`[y, dy, d2y, ...]` as the autodiff engine returns them: `y` `(B, m)`,
     derivatives `(B, m, d')`, the Laplacian `(B, m)`, the full Hessian
-    `(B, m, d', d')`."""
+    `(B, m, d', d')`; and the shape of one point's output."""
     d, n = x.shape[-1], len(wrt)
     directions = ops.take(ops.eye(d, dtype=x.dtype), list(wrt), axis=0)  # (d', d)
     kind = {"laplacian": "laplacian", "full": "hessian"}.get(hessian, "directions")
@@ -366,24 +85,35 @@ def derivatives(model, x, order, hessian, wrt, training=None):
     # direction there is no direction axis at all (fewer ops).
     c1 = directions if n == 1 else ops.expand_dims(directions, 0)
     jet = [x, c1] + [None] * (order - 1)  # x is linear in each direction
-    out = _propagate(model, jet, mode, training)
-    m = math.prod(out[0].shape[1:])
-    levels = [ops.reshape(out[0], (-1, m))]
+    out = _propagate(graph, jet, mode, training)
+    value = out[0]
+    m = math.prod(value.shape[1:])
+    if out[1] is None:
+        raise Unsupported("the output does not depend on the input")
+    first = jets.batched(out[1], value)
+    levels = [ops.reshape(value, (-1, m))]
     for k, c in enumerate(out[1:], start=1):
         if c is None:  # identically zero (e.g. d2y of a ReLU net)
-            c = _zeros(out[0], mode, k)
-        elif c.shape[0] == 1:  # still the same at every point (a linear model)
-            c = jets.batched(c, out[0])
+            c = _connected_zeros(first, mode, k)
+        else:
+            c = jets.batched(c, value)
         levels.append(_level(c, mode, k, hessian, n, m))
-    return levels
+    return levels, tuple(value.shape[1:])
 
 
-def _zeros(value, mode, k):
-    c = ops.zeros_like(value)
-    if mode.n == 1 or (k == 2 and mode.kind == "laplacian"):
-        return c
-    size = len(mode.first) if k == 2 and mode.kind == "hessian" else mode.n
-    return ops.repeat(ops.expand_dims(c, 1), size, axis=1)
+def _connected_zeros(first, mode, k):
+    """Zeros in the layout of coefficient k, computed as 0 * (the first
+    coefficient): still connected to the weights (with a zero gradient), so
+    a loss on them alone trains as nested autodiff would, where
+    `zeros_like` would leave "No gradients provided"."""
+    zero = 0.0 * first  # (B, n, *F), or (B, *F) for one direction
+    if mode.n == 1:
+        return zero
+    if k == 2 and mode.kind == "laplacian":
+        return ops.sum(zero, axis=1)
+    if k == 2 and mode.kind == "hessian":
+        return ops.take(zero, mode.first, axis=1)
+    return zero
 
 
 def _level(c, mode, k, hessian, n, m):

@@ -2,14 +2,17 @@
 
 import copy
 import math
+import warnings
 from typing import Any
 
 import keras
 from keras import ops
 
-from keras_deriv import backend, curvature, differentiability
-from keras_deriv.engines import autodiff, taylor
-from keras_deriv.errors import NotDifferentiableError
+from keras_deriv import backend
+from keras_deriv.analysis import checks, curvature
+from keras_deriv.engines import autodiff, select, taylor
+from keras_deriv.errors import NotDifferentiableError, PrecisionWarning
+from keras_deriv.graph.walk import walk
 from keras_deriv.options import (
     OUTPUT_KEYS,
     check_hessian,
@@ -17,6 +20,10 @@ from keras_deriv.options import (
     check_order,
     check_wrt,
 )
+
+Tensor = Any
+
+_HALF = ("float16", "bfloat16")
 
 
 @keras.saving.register_keras_serializable(package="keras_deriv")
@@ -113,6 +120,10 @@ class DerivativeModel(keras.layers.Layer):
         **kwargs: Any,
     ):
         backend.get()  # fail at construction on a backend without autodiff
+        # The input keeps its dtype: the layer decides the derivatives'
+        # dtype from the wrapped model's (Keras would cast float64 to the
+        # policy's float32 on the way in).
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         if not isinstance(model, keras.layers.Layer):
             raise TypeError(
@@ -126,13 +137,27 @@ class DerivativeModel(keras.layers.Layer):
         self.method = check_method(method)
         self.model = model
         self._connection_checked = False
+        self._engine = None
 
     @property
     def output_keys(self) -> tuple[str, ...]:
         """Names of the outputs in order: `("y", "dy", "d2y", ...)`."""
         return OUTPUT_KEYS[: self.order + 1]
 
-    # -- shapes -------------------------------------------------------------
+    @property
+    def engine(self) -> str | None:
+        """The engine that computes the derivatives, `"taylor"` or
+        `"autodiff"`, once the layer is built (None before)."""
+        return self._engine
+
+    @property
+    def curvature(self) -> str | None:
+        """What keras_deriv proved about the wrapped model's curvature, once
+        built: `"piecewise_linear"`, `"affine"`, `"curved"` or `"unknown"`
+        (see `keras_deriv.curvature_verdict`)."""
+        return getattr(self, "_verdict", None)
+
+    # -- shapes and dtypes ----------------------------------------------------
 
     def _check_input_shape(self, input_shape):
         input_shape = tuple(input_shape)
@@ -168,102 +193,102 @@ class DerivativeModel(keras.layers.Layer):
                 "derivatives need a float input. Cast it first, e.g. "
                 "x.astype('float32') or keras.ops.cast(x, 'float32')."
             )
+        return dtype
 
-    def _inner_output_shape(self, input_shape):
-        try:
-            out = self.model.compute_output_shape(input_shape)
-        except NotImplementedError:
-            spec = self.model.compute_output_spec(
-                keras.KerasTensor(input_shape, dtype=self.compute_dtype)
-            )
-            out = keras.tree.map_structure(lambda t: t.shape, spec)
-        if not (
-            isinstance(out, tuple | list)
-            and all(s is None or isinstance(s, int) for s in out)
-        ):
+    def _inner_output(self, input_shape, dtype):
+        """The wrapped model's output `(shape, dtype)` for this input."""
+        spec = self.model.compute_output_spec(keras.KerasTensor(input_shape, dtype))
+        outputs = keras.tree.flatten(spec)
+        if len(outputs) != 1:
             raise ValueError(
                 f"DerivativeModel wraps a model with one output tensor; "
-                f"{self.model.name!r} returns several ({out}). Wrap each "
-                "output in its own model."
+                f"{self.model.name!r} returns {len(outputs)} "
+                f"({keras.tree.map_structure(lambda t: t.shape, spec)}). Wrap "
+                "each output in its own model."
             )
-        return tuple(out)
+        return tuple(outputs[0].shape), keras.backend.standardize_dtype(
+            outputs[0].dtype
+        )
 
-    def build(self, input_shape):
+    def derivative_dtype(self, input_dtype: str = "float32") -> str:
+        """The dtype of every output for inputs of `input_dtype`: float64
+        where the wrapped model computes in float64, else float32 (also
+        under a mixed precision policy, whose variables are float32)."""
+        if not self.built:
+            return "float32"
+        if input_dtype not in self._dtypes:
+            shape = (None, *self._input_shape[1:])
+            _, dtype = self._inner_output(shape, input_dtype)
+            self._dtypes[input_dtype] = "float64" if dtype == "float64" else "float32"
+        return self._dtypes[input_dtype]
+
+    def build(self, input_shape: tuple) -> None:
         input_shape = self._check_input_shape(input_shape)
         if not self.model.built:
             self.model.build(input_shape)
-        self._out_shape = self._inner_output_shape(input_shape)[1:]
-        differentiability.raise_if_static_cut(self.model)
-        zero_curvature = curvature.has_identically_zero_curvature(self.model)
-        if zero_curvature and self.order >= 2:
-            curvature.warn_if_zero_curvature(self.model, stacklevel=3)
-        try:
-            taylor.check_supported(self.model, self.order, self.hessian)
-            taylor_gap = None
-        except taylor.Unsupported as why:
-            taylor_gap = why
-        self._defect = differentiability.autodiff_defect(self.model, self.order)
-        # Skipping the higher derivatives needs certainty: only for models
-        # whose every layer the Taylor engine knows (no wrapper, no custom
-        # layer or activation that the verdict could misjudge).
-        self._piecewise_linear = (
-            zero_curvature and self.order >= 2 and taylor_gap is None
-        )
+        self._input_shape = input_shape
+        self._out_shape = None  # known at the first call
+        self._dtypes = {}
+        graph = walk(self.model)
+        checks.raise_if_static_cut(graph)
+        self._verdict = curvature.graph_verdict(graph)
+        if self._verdict == curvature.PIECEWISE_LINEAR and self.order >= 2:
+            curvature.warn_zero_curvature(self.model, graph, stacklevel=self._stack())
+        self._taylor_gap = taylor.taylor_gap(graph)
+        self._defect = checks.autodiff_defect(graph, self.order)
+        self._graph = graph
         directions = len(self.wrt) if self.wrt is not None else input_shape[-1]
-        self._engine = self._choose_engine(taylor_gap, zero_curvature, directions)
+        self._engine = select.choose_engine(
+            self.method,
+            taylor_gap=self._taylor_gap,
+            defect=self._defect,
+            verdict=self._verdict,
+            order=self.order,
+            hessian=self.hessian,
+            directions=directions,
+            model_name=self.model.name,
+        )
+        half = sorted(
+            {
+                step.path
+                for step in graph.all_steps()
+                if getattr(step.layer, "compute_dtype", None) in _HALF
+            }
+        )
+        if half:
+            warnings.warn(
+                f"Layers of {self.model.name!r} compute in float16/bfloat16 "
+                f"(a mixed precision policy: {', '.join(half[:3])}"
+                f"{', ...' if len(half) > 3 else ''}). keras_deriv returns "
+                "float32 derivatives; the Taylor engine computes them in "
+                "float32, the autodiff engine at the layers' precision, so "
+                "expect ~1e-2 relative error in d2y there. See the "
+                "DerivativeModel guide, 'Dtypes'.",
+                PrecisionWarning,
+                stacklevel=self._stack(),
+            )
         self.built = True
 
-    def _choose_engine(self, taylor_gap, zero_curvature, directions):
-        defect = self._defect
-        if self.method == "autodiff":
-            if defect is not None:
-                raise self._defect_error(defect, 'Use method="taylor" or "auto".')
-            return "autodiff"
-        if taylor_gap is not None:
-            if self.method == "taylor":
-                raise self._taylor_error(taylor_gap)
-            if defect is not None:
-                raise self._defect_error(
-                    defect,
-                    "The Taylor engine, which has no such defect, cannot take "
-                    f"this model either: {taylor_gap}.",
-                )
-            return "autodiff"
-        if self.method == "taylor" or defect is not None:
-            return "taylor"
-        faster = self._taylor_is_faster(zero_curvature, directions)
-        return "taylor" if faster else "autodiff"
+    @staticmethod
+    def _stack():
+        """A stacklevel that points the warning at the user's line, past
+        Keras's `__call__` and build machinery."""
+        import inspect
 
-    def _taylor_is_faster(self, zero_curvature, directions):
-        """`method="auto"`, from benchmarks/peers.py and overhead.py (docs'
-        Performance page): the forward Laplacian beats nested autodiff 1.3-3x
-        on every backend; pure partials of smooth nets are 5-15% faster by
-        Taylor; a full Hessian by forward propagation costs d'(d'+1)/2
-        coefficients per unit (faster at d' = 3, 2x slower at d' = 10); and
-        for piecewise-linear nets, whose second derivative is known to be
-        zero, the reverse pass is the cheaper one (1.4x)."""
-        if self.order >= 2 and self.hessian == "laplacian":
-            return True
-        if self.order >= 2 and self.hessian == "full":
-            return directions <= 4
-        return not zero_curvature
+        frame, level = inspect.currentframe().f_back, 1
+        while frame is not None:
+            name = frame.f_code.co_filename.replace("\\", "/")
+            if "/keras/" not in name and "/keras_deriv/" not in name:
+                return level
+            frame, level = frame.f_back, level + 1
+        return 2
 
-    def _defect_error(self, defect, fix):
-        path, reason = defect
-        return ValueError(
-            f"The autodiff engine would compute wrong derivatives for layer "
-            f"{path!r} of {self.model.name!r}: {reason}. {fix}"
-        )
-
-    def _taylor_error(self, why):
-        return ValueError(
-            f'method="taylor" cannot differentiate {self.model.name!r}: {why}. '
-            'Use method="auto", which falls back to autodiff.'
-        )
-
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> list[tuple]:
         input_shape = self._check_input_shape(input_shape)
-        out = self._inner_output_shape(input_shape)
+        out, _ = self._inner_output(input_shape, "float32")
+        return self._shapes(input_shape, out)
+
+    def _shapes(self, input_shape, out):
         batch, out = out[0], out[1:]
         d = len(self.wrt) if self.wrt is not None else input_shape[-1]
         shapes = [(batch, *out), (batch, *out, d)]
@@ -278,11 +303,14 @@ class DerivativeModel(keras.layers.Layer):
         shapes += [(batch, *out, d)] * (self.order - 2)
         return shapes
 
-    def compute_output_spec(self, inputs):
-        self._check_input_dtype(inputs.dtype)
+    def compute_output_spec(self, inputs: Tensor) -> list[keras.KerasTensor]:
+        dtype = self._check_input_dtype(inputs.dtype)
+        input_shape = self._check_input_shape(inputs.shape)
+        out, out_dtype = self._inner_output(input_shape, dtype)
+        result = "float64" if out_dtype == "float64" else "float32"
         return [
-            keras.KerasTensor(shape, dtype=self.compute_dtype)
-            for shape in self.compute_output_shape(inputs.shape)
+            keras.KerasTensor(shape, dtype=result)
+            for shape in self._shapes(input_shape, out)
         ]
 
     # -- computation --------------------------------------------------------
@@ -302,7 +330,7 @@ class DerivativeModel(keras.layers.Layer):
         self._connection_checked = True
 
     def _raise_not_connected(self, x, cause=None):
-        culprit = differentiability.dynamic_cut(self.model, x)
+        culprit = checks.dynamic_cut(self.model, x)
         where = f" at layer {culprit!r}" if culprit else ""
         raise NotDifferentiableError(
             f"The output of {self.model.name!r} does not depend differentiably "
@@ -312,44 +340,91 @@ class DerivativeModel(keras.layers.Layer):
             "DerivativeModel."
         ) from cause
 
-    def call(self, inputs, training=None):
+    def _check_random_masks(self, training):
+        masks = checks.random_masks(self._graph, bool(training))
+        if not masks:
+            return self._engine
+        if self._engine == "taylor" or (
+            self.method != "autodiff" and self._taylor_gap is None
+        ):
+            return "taylor"  # one mask per point for every coefficient
+        why = (
+            'method="autodiff" differentiates copies of each point, each with '
+            "its own mask"
+            if self.method == "autodiff"
+            else f"the Taylor engine, which shares it, cannot take this model: "
+            f"{self._taylor_gap}"
+        )
+        raise ValueError(
+            f"Layer {masks[0]!r} of {self.model.name!r} draws a random mask in "
+            "this call (training mode), and its derivatives must be those of "
+            f"the same random function at each point, which cannot be done "
+            f"here: {why}. Call the DerivativeModel with training=False, or "
+            'use method="auto" with layers the Taylor engine supports.'
+        )
+
+    def _check_output_shape(self, shape):
+        if self._out_shape is None:
+            expected = self._inner_output(self._input_shape, "float32")[0][1:]
+            self._out_shape = tuple(expected)
+        if tuple(shape) != self._out_shape:
+            raise ValueError(
+                f"{self.model.name!r} returned per-point outputs of shape "
+                f"{tuple(shape)}, but Keras infers {self._out_shape} for it "
+                "(its compute_output_shape is wrong: e.g. Dense(activation="
+                "'glu') halves the features). Derivatives would mix points. "
+                "Put such an activation in its own Activation layer, or fix "
+                "the layer's compute_output_shape."
+            )
+
+    def call(self, inputs: Tensor, training: bool | None = None) -> list[Tensor]:
         self._check_input_dtype(inputs.dtype)
-        x = inputs
-        self._check_input_shape(x.shape)
+        self._check_input_shape(inputs.shape)
+        dtype = self.derivative_dtype(keras.backend.standardize_dtype(inputs.dtype))
+        x = ops.cast(inputs, dtype)
         self._check_connected(x)
         if training:
-            differentiability.raise_if_batch_dependent(self.model)
-        m = math.prod(self._out_shape)
-
-        def f(z):
-            return ops.reshape(self.model(z), (-1, m))
-
+            checks.raise_if_batch_dependent(self._graph)
+        engine = self._check_random_masks(training)
         wrt = self.wrt if self.wrt is not None else tuple(range(x.shape[-1]))
-        if self._engine == "taylor":
+        if engine == "taylor":
             try:
-                levels = taylor.derivatives(
-                    self.model, x, self.order, self.hessian, wrt, training
+                levels, shape = taylor.derivatives(
+                    self._graph, x, self.order, self.hessian, wrt, training
                 )
-                return self._unflatten(levels)
+                self._check_output_shape(shape)
+                return self._unflatten(levels, dtype)
             except taylor.Unsupported as why:  # known only at call time
                 if self.method == "taylor":
-                    raise self._taylor_error(why) from None
+                    raise select.taylor_error(self.model.name, why) from None
                 if self._defect is not None:
-                    raise self._defect_error(
-                        self._defect, f"The Taylor engine cannot take it: {why}."
+                    raise select.defect_error(
+                        self.model.name,
+                        self._defect,
+                        f"The Taylor engine cannot take it: {why}.",
                     ) from None
+
+        def f(z):
+            y = self.model(z, training=training)
+            self._check_output_shape(y.shape[1:])
+            return ops.reshape(ops.cast(y, dtype), (-1, math.prod(self._out_shape)))
+
+        piecewise = self._verdict == curvature.PIECEWISE_LINEAR
         try:
             levels = autodiff.derivatives(
-                f, x, self.order, self.hessian, wrt, self._piecewise_linear
+                f, x, self.order, self.hessian, wrt, piecewise_linear=piecewise
             )
         except NotDifferentiableError as err:
             self._raise_not_connected(x, cause=err)
-        return self._unflatten(levels)
+        return self._unflatten(levels, dtype)
 
-    def _unflatten(self, levels):
+    def _unflatten(self, levels, dtype):
         # Trailing axes beyond (B, m) are the derivative axes: () for y and
         # the Laplacian, (d,) or (d, d) for the others.
-        return [ops.reshape(t, (-1, *self._out_shape, *t.shape[2:])) for t in levels]
+        return [
+            ops.cast(ops.reshape(t, (-1, *self._out_shape, *t.shape[2:])), dtype)
+            for t in levels
+        ]
 
     # -- saving -------------------------------------------------------------
 

@@ -1,0 +1,167 @@
+"""Checks that refuse a model, a mode or an engine, all read from the walk
+and the registry: layers that cut the derivative, layers that mix the
+points of a batch, random masks that would differ between derivatives,
+and the backends' known autodiff defects."""
+
+import keras
+
+from keras_deriv import backend
+from keras_deriv.errors import NotDifferentiableError
+from keras_deriv.graph.walk import KNOWN, MODEL, OPAQUE, WRAPPER, Graph
+
+_FIX = (
+    "keras_deriv differentiates the output with respect to the input, so "
+    "every layer between them must be differentiable: remove it or move it "
+    "outside the wrapped model."
+)
+
+
+def _article(word):
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def _output_dtypes(op):
+    try:
+        outputs = op.output
+    except (AttributeError, ValueError, RuntimeError):
+        return []
+    return [
+        keras.backend.standardize_dtype(t.dtype) for t in keras.tree.flatten(outputs)
+    ]
+
+
+def _path_steps(graph):
+    """Steps known to be on the path from input to output: everything but
+    the insides of opaque layers (which may hold layers used elsewhere)."""
+    for step in graph.steps:
+        yield step
+        if step.kind in (MODEL, WRAPPER):
+            for inner in step.inner:
+                yield from _path_steps(inner)
+
+
+def static_cut(graph: Graph):
+    """The first step (`"path", "reason"`) that statically cuts the
+    derivative, or None."""
+    for step in _path_steps(graph):
+        kind = type(step.layer).__name__
+        if step.facts is not None and step.facts.cuts is not None:
+            return step.path, f"{_article(kind)} {kind} layer is {step.facts.cuts}"
+        for dtype in _output_dtypes(step.layer) if step.kind != MODEL else []:
+            if not keras.backend.is_float_dtype(dtype):
+                return step.path, f"{kind} {step.path!r} outputs {dtype} values"
+    model = graph.model
+    for t in keras.tree.flatten(getattr(model, "inputs", None) or []):
+        dtype = keras.backend.standardize_dtype(t.dtype)
+        if not keras.backend.is_float_dtype(dtype):
+            return model.name, f"the model input has dtype {dtype}"
+    return None
+
+
+def raise_if_static_cut(graph: Graph):
+    cut = static_cut(graph)
+    if cut is not None:
+        path, reason = cut
+        raise NotDifferentiableError(
+            f"Cannot differentiate the output of {graph.model.name!r} with "
+            f"respect to its input: {reason} (layer {path!r}). {_FIX}"
+        )
+
+
+def dynamic_cut(model, x):
+    """Name of the first layer whose output no longer depends on `x`, found
+    by probing Sequential layers one by one or Functional sub-models."""
+    be = backend.get()
+    if isinstance(model, keras.Sequential):
+        layers = model.layers
+        for k, layer in enumerate(layers):
+
+            def prefix(z, upto=k):
+                for inner in layers[: upto + 1]:
+                    z = inner(z)
+                return z
+
+            if not be.depends_on_input(prefix, x):
+                return layer.name
+        return None
+    ops = getattr(model, "operations", None)
+    if ops is None:
+        return None
+    for op in ops:
+        if isinstance(op, keras.layers.InputLayer):
+            continue
+        try:
+            sub = keras.Model(model.inputs, op.output)
+        except (ValueError, TypeError, AttributeError):
+            continue
+        if not be.depends_on_input(sub, x):
+            return op.name
+    return None
+
+
+def autodiff_defect(graph: Graph, order: int):
+    """The first step (`"path", "reason"`) whose derivatives up to `order`
+    the active backend's nested differentiation gets wrong, or None. Looks
+    everywhere, inside opaque layers too: what the autodiff engine runs."""
+    name = keras.backend.backend()
+    for step in graph.all_steps():
+        if step.facts is None:
+            continue
+        defect = step.facts.defects.get(name)
+        reason = defect(step.layer, order) if defect is not None else None
+        if reason is not None:
+            return step.path, reason
+    return None
+
+
+def batch_dependent_layer(graph: Graph):
+    """The path of the first layer that, in training mode, mixes the points
+    of a batch (BatchNormalization with batch statistics), or None."""
+    for step in graph.all_steps():
+        if step.facts is not None and step.facts.batch_dependent(step.layer):
+            return step.path
+    return None
+
+
+def raise_if_batch_dependent(graph: Graph):
+    path = batch_dependent_layer(graph)
+    if path is not None:
+        raise ValueError(
+            f"Layer {path!r} of {graph.model.name!r} normalises with batch "
+            "statistics in training mode, so the output at one point depends "
+            "on every point of the batch, and its derivative with respect to "
+            "one point's input is not defined. Freeze it (`layer.trainable = "
+            "False` runs it in inference mode) or use LayerNormalization."
+        )
+
+
+def random_masks(graph: Graph, training: bool) -> list[str]:
+    """Paths of the layers that draw a random multiplicative mask in this
+    call: stochastic layers in training mode (the call's, or one fixed in
+    the graph, as `Dropout(0.5)(h, training=True)`), and, when training,
+    stochastic layers inside opaque ones (how they are called is unknown)."""
+    found = []
+    for step in graph.steps:
+        active = bool(step.training if step.training is not None else training)
+        if (
+            step.kind == KNOWN
+            and step.facts.stochastic
+            and active
+            and _rate(step.layer)
+        ):
+            found.append(step.path)
+        elif step.kind in (MODEL, WRAPPER):
+            for inner in step.inner:
+                found += random_masks(inner, active)
+        elif step.kind == OPAQUE:
+            for inner in step.inner:
+                for s in inner.all_steps():
+                    stochastic = s.facts is not None and s.facts.stochastic
+                    if stochastic and (active or s.training) and _rate(s.layer):
+                        found.append(s.path)
+    return found
+
+
+def _rate(layer):
+    rate = getattr(layer, "rate", None)
+    return 1.0 if rate is None else float(rate)
