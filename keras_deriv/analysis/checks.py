@@ -7,7 +7,14 @@ import keras
 
 from keras_deriv import backend
 from keras_deriv.errors import NotDifferentiableError
-from keras_deriv.graph.walk import KNOWN, MODEL, OPAQUE, WRAPPER, Graph
+from keras_deriv.graph.walk import (
+    KNOWN,
+    MODEL,
+    OPAQUE,
+    WRAPPER,
+    Graph,
+    effective_training,
+)
 
 _FIX = (
     "keras_deriv differentiates the output with respect to the input, so "
@@ -135,14 +142,13 @@ def raise_if_batch_dependent(graph: Graph):
         )
 
 
-def random_masks(graph: Graph, training: bool) -> list[str]:
+def random_masks(graph: Graph, training: bool | None) -> list[str]:
     """Paths of the layers that draw a random multiplicative mask in this
-    call: stochastic layers in training mode (the call's, or one fixed in
-    the graph, as `Dropout(0.5)(h, training=True)`), and, when training,
-    stochastic layers inside opaque ones (how they are called is unknown)."""
+    call: stochastic layers in training mode (see `effective_training`),
+    and, when training, stochastic layers inside opaque ones."""
     found = []
     for step in graph.steps:
-        active = bool(step.training if step.training is not None else training)
+        active = bool(effective_training(step, training))
         if (
             step.kind == KNOWN
             and step.facts.stochastic
@@ -157,7 +163,7 @@ def random_masks(graph: Graph, training: bool) -> list[str]:
             for inner in step.inner:
                 for s in inner.all_steps():
                     stochastic = s.facts is not None and s.facts.stochastic
-                    if stochastic and (active or s.training) and _rate(s.layer):
+                    if stochastic and active and _rate(s.layer):
                         found.append(s.path)
     return found
 

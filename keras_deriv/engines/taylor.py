@@ -20,7 +20,7 @@ from keras import ops
 
 from keras_deriv.engines import jets
 from keras_deriv.engines.taylor_rules import Unsupported, activation_rule
-from keras_deriv.graph.walk import KNOWN, MODEL, Graph
+from keras_deriv.graph.walk import KNOWN, MODEL, Graph, effective_training
 
 __all__ = ["Unsupported", "derivatives", "taylor_gap"]
 
@@ -63,7 +63,7 @@ def _propagate(graph, jet, mode, training):
             inputs = [values[k] for k in step.inputs]
         else:
             inputs = values[step.inputs]
-        active = step.training if step.training is not None else training
+        active = effective_training(step, training)
         if step.kind == MODEL:
             values[step.output] = _propagate(step.inner[0], inputs, mode, active)
         else:

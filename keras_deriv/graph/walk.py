@@ -57,8 +57,17 @@ class Step:
 
     @property
     def training(self) -> bool | None:
-        """The `training` flag the graph fixes for this call, or None."""
+        """The `training` flag the graph records for this call, or None."""
         return self.call_kwargs.get("training")
+
+
+def effective_training(step: Step, training: bool | None) -> bool | None:
+    """The training mode a step runs in when its model is called with
+    `training`. As Keras's Functional models do: the call's flag when it is
+    given, else the one recorded in the graph (a hard-coded
+    `Dropout(0.5)(h, training=True)` is honoured only then: `predict`,
+    which passes training=False, turns it off)."""
+    return training if training is not None else step.training
 
 
 @dataclasses.dataclass(frozen=True)

@@ -341,7 +341,7 @@ class DerivativeModel(keras.layers.Layer):
         ) from cause
 
     def _check_random_masks(self, training):
-        masks = checks.random_masks(self._graph, bool(training))
+        masks = checks.random_masks(self._graph, training)
         if not masks:
             return self._engine
         if self._engine == "taylor" or (
