@@ -154,6 +154,17 @@ def _judge_activation(fn):
     return CURVED, fraction if fraction > 0 else None
 
 
+def judge_activations(graph: Graph) -> None:
+    """Probe the activations of `graph` now (the results are kept): called
+    where execution is eager, so that a build inside a traced function
+    finds them judged and needs no probe of its own."""
+    for step in graph.all_steps():
+        if step.kind == KNOWN:
+            activation = step.facts.activation(step.layer)
+            if activation is not None:
+                _judge_activation(activation)
+
+
 def _combine(verdicts):
     """A verdict for steps in sequence: one curved step makes the whole
     curved; else one unknown step, unknown; else piecewise linear if any."""

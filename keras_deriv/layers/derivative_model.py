@@ -138,6 +138,9 @@ class DerivativeModel(keras.layers.Layer):
         self.model = model
         self._connection_checked = False
         self._engine = None
+        # Custom activations are probed numerically: do it here, where
+        # execution is eager, not in a build inside a traced function.
+        curvature.judge_activations(walk(model))
 
     @property
     def output_keys(self) -> tuple[str, ...]:
