@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
+from conftest import BACKEND, FLOAT64, mlp
 
 from keras_deriv import derivatives
 
@@ -68,6 +68,9 @@ def test_dtype_is_kept_and_shapes_follow_options(x):
         and hess.shape == (1000, 1, 1, 1)
     )
     assert y.dtype == np.float32
+    if FLOAT64:  # a float64 model gives float64 (TensorFlow: float64 math)
+        net64 = mlp(2, [8], 1)
+        assert all(a.dtype == np.float64 for a in derivatives(net64, x[:5]))
     y4 = derivatives(net, x, order=4)
     assert len(y4) == 5 and y4[4].shape == (1000, 1, 2)
 

@@ -90,9 +90,9 @@ def test_evaluate_and_predict_on_dict_outputs(x):
     np.testing.assert_allclose(out["y"], y_ref, rtol=1e-5, atol=1e-6)
 
 
-def test_predict_under_no_grad_on_layers_before_and_after(x):
-    # Layers around the wrapper: a trainable layer after the derivatives
-    # trains through them; the derivatives are of `inner` alone.
+def test_a_layer_after_the_derivatives_trains_and_predicts(x):
+    # A trainable layer after the derivatives trains through them; predict
+    # (torch: under no_grad) gives Dense(dy) with dy of `inner` alone.
     inner = small_net()
     inputs = keras.Input((2,))
     _, dy, _ = DerivativeModel(inner)(inputs)
@@ -103,3 +103,8 @@ def test_predict_under_no_grad_on_layers_before_and_after(x):
     first = model.evaluate(x, target, verbose=0)
     model.fit(x, target, epochs=30, batch_size=16, verbose=0)
     assert model.evaluate(x, target, verbose=0) < 0.1 * first
+    dense = model.layers[-1]
+    kernel, bias = (to_numpy(v) for v in dense.weights)
+    dy_ref = derivatives(inner, x, order=1)[1].reshape(len(x), -1)
+    predicted = model.predict(x, batch_size=16, verbose=0)
+    np.testing.assert_allclose(predicted, dy_ref @ kernel + bias, atol=1e-5)

@@ -52,8 +52,9 @@ class Mode:
 
 
 def expand(f, c):
-    """Broadcast a value-shaped factor `f` against a coefficient `c`."""
-    return ops.expand_dims(f, 1) if len(c.shape) > len(f.shape) else f
+    """Broadcast a value-shaped factor `f` against a coefficient `c`: a
+    direction axis for `f` where `c` has one (a scalar broadcasts as is)."""
+    return ops.expand_dims(f, 1) if 0 < len(f.shape) < len(c.shape) else f
 
 
 def batched(c, value):
@@ -63,8 +64,28 @@ def batched(c, value):
     return ops.broadcast_to(c, (ops.shape(value)[0], *c.shape[1:]))
 
 
+def full(c, value):
+    """Coefficient `c` broadcast to the feature shape of `value` `(B, *F)`,
+    keeping its own batch (1 or B) and direction axes. A jet whose value
+    broadcasts against a larger one (a `(B, 1)` reduction added to a
+    `(B, F)` value) has coefficients of the smaller shape: in a sum where
+    the larger jet's coefficient is a known zero (None), the smaller one is
+    the only term, and must still come out with the sum's shape."""
+    features = len(value.shape) - 1
+    if c is None or features == 0:
+        return c
+    have, want = c.shape[len(c.shape) - features :], value.shape[1:]
+    if not any(h == 1 and w != 1 for h, w in zip(have, want, strict=True)):
+        return c
+    lead = tuple(ops.shape(c))[: len(c.shape) - features]
+    return ops.broadcast_to(c, (*lead, *tuple(ops.shape(value))[1:]))
+
+
 def terms(*values):
-    """Sum of the values that are not known zeros (None), or None."""
+    """Sum of the values that are not known zeros (None), or None. A lone
+    term comes back as it is: the terms must have the sum's feature shape
+    (only batch and direction axes may broadcast), as within one jet;
+    `add` sums jets of different shapes."""
     present = [t for t in values if t is not None]
     if not present:
         return None
@@ -97,24 +118,30 @@ def linear(jet, apply):
         if c is None or len(c.shape) == len(jet[0].shape):
             out.append(None if c is None else apply(c))
         else:
-            b, n = ops.shape(c)[0], c.shape[1]
-            res = apply(ops.reshape(c, (-1, *c.shape[2:])))
-            out.append(ops.reshape(res, (b, n, *res.shape[1:])))
+            shape = tuple(ops.shape(c))
+            res = apply(ops.reshape(c, (-1, *shape[2:])))
+            out.append(ops.reshape(res, (*shape[:2], *tuple(ops.shape(res))[1:])))
     return out
 
 
 def scale(jet, factor):
     """Jet of `c0 * factor` for a factor that does not depend on the input:
     a number, a per-feature weight `(*F)`, or a value-shaped `(B, *F)`
-    tensor such as a dropout mask."""
+    tensor such as a dropout mask. The factor's kind is told by the rank of
+    `jet[0]`: given a jet without its value (`jet[1:]`), a value-shaped
+    factor must have a batch of 1 (it then broadcasts either way)."""
     if hasattr(factor, "shape") and len(factor.shape) == len(jet[0].shape):
         return [None if c is None else times(c, factor) for c in jet]
     return [None if c is None else c * factor for c in jet]
 
 
 def add(*jets):
-    """Jet of a sum."""
-    return [terms(*cs) for cs in zip(*jets, strict=True)]
+    """Jet of a sum. The values may broadcast against each other (softmax's
+    `(B, 1)` normaliser against its `(B, F)` input): every coefficient of
+    the sum has the sum's shape, also where its only present term is one
+    of the smaller shape."""
+    out = [terms(*cs) for cs in zip(*jets, strict=True)]
+    return [out[0], *(full(c, out[0]) for c in out[1:])]
 
 
 def negate(jet):
@@ -128,7 +155,8 @@ def compose(jet, derivs, mode):
     u = [*jet, None, None, None][:5]
     f = [None, *derivs, None, None, None][:5]
     out = [None] * (k + 1)
-    out[1] = times(f[1], u[1])
+    if k >= 1:
+        out[1] = times(f[1], u[1])
     if k >= 2:
         out[2] = terms(times(f[1], u[2]), times(f[2], mode.pair(u[1], u[1])))
     if k >= 3:  # orders 3 and 4: only per direction
@@ -164,10 +192,11 @@ def multiply(u, v, mode):
 
 def power(jet, exponent, mode, offset=0.0):
     """Jet of `(u + offset) ** exponent` (u > -offset where not an integer
-    power)."""
+    power). The derivatives past an integer exponent's are known zeros,
+    not `0 * u ** -1` (nan at u = -offset)."""
     u, p, coefficient, derivs = jet[0] + offset, float(exponent), 1.0, []
     for _ in range(len(jet)):
-        derivs.append(coefficient * u**p)
+        derivs.append(None if coefficient == 0 else coefficient * u**p)
         coefficient, p = coefficient * p, p - 1.0
     return [derivs[0], *compose(jet, derivs[1:], mode)[1:]]
 
