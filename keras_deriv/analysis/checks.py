@@ -3,7 +3,10 @@ and the registry: layers that cut the derivative, layers that mix the
 points of a batch, random masks that would differ between derivatives,
 and the backends' known autodiff defects."""
 
+import functools
+
 import keras
+import numpy as np
 
 from keras_deriv import backend
 from keras_deriv.errors import NotDifferentiableError
@@ -171,3 +174,31 @@ def random_masks(graph: Graph, training: bool | None) -> list[str]:
 def _rate(layer):
     rate = getattr(layer, "rate", None)
     return 1.0 if rate is None else float(rate)
+
+
+@functools.cache
+def float64_lossy_ops() -> tuple[str, ...]:
+    """The `keras.ops` functions that compute float64 inputs in float32 on
+    the active backend (Keras 3.15: `tanh` and `sinh` on JAX, `matmul` and
+    `minimum` on torch), measured on a few values once per process."""
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(-1, 1, (8, 8)), rng.uniform(-1, 1, (8, 8))
+    cases = {
+        "matmul": (keras.ops.matmul, np.matmul, (a, b)),
+        "minimum": (keras.ops.minimum, np.minimum, (a, b + 1e-9)),
+        "tanh": (keras.ops.tanh, np.tanh, (a,)),
+        "sinh": (keras.ops.sinh, np.sinh, (a,)),
+        "exp": (keras.ops.exp, np.exp, (a,)),
+        "sigmoid": (keras.ops.sigmoid, lambda z: 1 / (1 + np.exp(-z)), (a,)),
+    }
+
+    def measure():
+        lossy = []
+        for name, (op, reference, args) in cases.items():
+            tensors = [keras.ops.convert_to_tensor(v, dtype="float64") for v in args]
+            got = np.asarray(keras.ops.convert_to_numpy(op(*tensors)), "float64")
+            if np.abs(got - reference(*args)).max() > 1e-12:
+                lossy.append(name)
+        return tuple(lossy)
+
+    return backend.get().run_eagerly(measure)

@@ -55,8 +55,17 @@ def activate(layer, jet, mode):
     return rule(jet, mode)
 
 
+def _matmul(h, kernel):
+    # Keras 3.15's ops.matmul computes float64 in float32 on torch; its
+    # einsum does not.
+    if keras.backend.standardize_dtype(h.dtype) == "float64":
+        return ops.einsum("...i,ij->...j", h, kernel)
+    return ops.matmul(h, kernel)
+
+
 def dense(layer, jet, mode, training):
-    out = jets.linear(jet, lambda h: ops.matmul(h, weight(layer.kernel, jet)))
+    kernel = weight(layer.kernel, jet)
+    out = jets.linear(jet, lambda h: _matmul(h, kernel))
     if layer.bias is not None:
         out[0] = out[0] + weight(layer.bias, jet)
     return activate(layer, out, mode)

@@ -366,6 +366,23 @@ class DerivativeModel(keras.layers.Layer):
             'use method="auto" with layers the Taylor engine supports.'
         )
 
+    def _warn_float64_limits(self):
+        if getattr(self, "_float64_checked", False):
+            return
+        self._float64_checked = True
+        lossy = checks.float64_lossy_ops()
+        if lossy:
+            names = ", ".join(f"ops.{name}" for name in lossy)
+            warnings.warn(
+                f"On the {keras.backend.backend()} backend, Keras computes "
+                f"{names} of float64 values in float32. Derivatives of "
+                f"{self.model.name!r} are float64 arrays, but where the model "
+                "uses those operations they are only float32-accurate. "
+                "TensorFlow computes them in float64.",
+                PrecisionWarning,
+                stacklevel=self._stack(),
+            )
+
     def _check_output_shape(self, shape):
         if self._out_shape is None:
             expected = self._inner_output(self._input_shape, "float32")[0][1:]
@@ -384,6 +401,8 @@ class DerivativeModel(keras.layers.Layer):
         self._check_input_dtype(inputs.dtype)
         self._check_input_shape(inputs.shape)
         dtype = self.derivative_dtype(keras.backend.standardize_dtype(inputs.dtype))
+        if dtype == "float64":
+            self._warn_float64_limits()
         x = ops.cast(inputs, dtype)
         self._check_connected(x)
         if training:
