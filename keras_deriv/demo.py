@@ -110,7 +110,8 @@ def train(recipe, x, stream):
 
 
 def run(out_dir="keras_deriv_demo", seed=0, stream=None):
-    """Run the demo; returns a dict of results per network label."""
+    """Run the demo; returns a dict of results per network label (the
+    trained network, its curves on the grid and summary numbers)."""
     stream = stream or sys.stdout
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
@@ -128,6 +129,7 @@ def run(out_dir="keras_deriv_demo", seed=0, stream=None):
             warnings.simplefilter("ignore", ZeroCurvatureWarning)  # reported below
             y, dy, d2y = (v.reshape(len(grid)) for v in derivatives(net, grid))
         results[recipe.label] = {
+            "net": net,
             "trained_on": recipe.trained_on,
             "flagged": [
                 f"{f.layer} ({f.activation})"

@@ -30,6 +30,21 @@ def assert_close(got, ref, tol64, tol32, err_msg=""):
     np.testing.assert_allclose(got, ref, rtol=0, atol=tol * scale, err_msg=err_msg)
 
 
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The demo, run once per session: the original question's networks,
+    trained as asked (several tests read them; training them is slow)."""
+    import io
+
+    from keras_deriv import demo
+
+    out_dir = tmp_path_factory.mktemp("demo")
+    stream = io.StringIO()
+    keras.utils.clear_session()
+    results = demo.run(out_dir=str(out_dir), stream=stream)
+    return results, stream.getvalue(), out_dir
+
+
 @pytest.fixture(autouse=True)
 def _fresh_session():
     keras.utils.clear_session()

@@ -1,7 +1,6 @@
 """The keras-deriv command line: demo and inspect, exit codes and messages."""
 
 import csv
-import io
 import json
 import subprocess
 import sys
@@ -10,25 +9,23 @@ import keras
 import numpy as np
 import pytest
 
-from keras_deriv import DerivativeModel, demo
+from keras_deriv import DerivativeModel
 from keras_deriv.cli import main
 
 
-def test_demo_shows_the_relu_trap_and_a_curved_smooth_net(tmp_path):
-    out = io.StringIO()
-    results = demo.run(out_dir=str(tmp_path), stream=out)
+def test_demo_shows_the_relu_trap_and_a_curved_smooth_net(demo_run):
+    results, text, out_dir = demo_run
     relu, value_only, sobolev = results.values()
     assert relu["d2y_zero_fraction"] == 1.0
     assert [f.split()[-1] for f in relu["flagged"]] == ["(relu)"]
     assert value_only["flagged"] == [] and sobolev["flagged"] == []
     assert sobolev["d2y_max_error"] < 0.3  # within 0.3 of 2 on [0.1, 0.9]
     assert 1.5 < value_only["d2y_mean"] < 2.5
-    text = out.getvalue()
     assert "trained on" in text and "y, dy/dx and d2y/dx2" in text
     assert "exactly 0 everywhere" in text
     # not a terminal: one final progress line per network, no \r updates
     assert "epoch  10/10" in text and "epoch   1/10" not in text
-    assert (tmp_path / "demo.png").read_bytes().startswith(b"\x89PNG")
+    assert (out_dir / "demo.png").read_bytes().startswith(b"\x89PNG")
 
 
 def save(model, path):

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-import keras_deriv.callbacks.derivative_logger
 import keras_deriv.analysis.curvature
+import keras_deriv.callbacks.derivative_logger
 import keras_deriv.evaluation
 import keras_deriv.layers.derivative_model
 
@@ -19,9 +19,11 @@ BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
 def examples():
-    for page in PAGES:
-        for i, code in enumerate(BLOCK.findall(page.read_text())):
-            yield pytest.param(code, id=f"{page.relative_to(ROOT)}#{i}")
+    return [
+        pytest.param(code, id=f"{page.relative_to(ROOT)}#{i}")
+        for page in PAGES
+        for i, code in enumerate(BLOCK.findall(page.read_text()))
+    ]
 
 
 @pytest.mark.parametrize("code", examples())
