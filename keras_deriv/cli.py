@@ -4,6 +4,7 @@ Exit codes: 0 success, 1 the model cannot be loaded, 2 usage error.
 """
 
 import argparse
+import re
 import sys
 
 
@@ -74,7 +75,23 @@ def main(argv=None):
     except inspect_model.UsageError as err:
         print(f"keras-deriv inspect: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # noqa: BLE001 - one sentence, never a traceback
+        print(f"keras-deriv inspect: {one_line(err)}", file=sys.stderr)
+        return 1
     return 0
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def one_line(err):
+    """The first line of an exception's message that says something (not
+    Keras's "Exception encountered when calling ..." wrapper), its type if
+    the message is empty."""
+    text = _ANSI.sub("", str(err))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("Exception encountered when")]
+    return lines[0] if lines else type(err).__name__
 
 
 if __name__ == "__main__":

@@ -107,7 +107,10 @@ def derivatives(
     Repeated calls with the same model and options reuse that function.
 
     Args:
-        model: a Keras model or layer mapping `(batch, d)` to `(batch, *out)`.
+        model: a Keras model or layer mapping `(batch, d)` to `(batch, *out)`;
+            or a model built around a `DerivativeModel` (whose outputs are
+            derivatives, e.g. `{"d2y": ...}`), whose wrapped network is then
+            differentiated.
         x: array-like of shape `(n, d)`, float. Its dtype is kept (use
             float64 with a float64 model for reference values).
         order: highest derivative order, 1 to 4. Defaults to `2`.
@@ -136,6 +139,7 @@ def derivatives(
         (100, 1, 1)
     """
     x = as_float_array(x)
+    model = network_to_differentiate(model)
     if len(x) == 0:
         raise ValueError("derivatives() got no points (x has 0 rows).")
     order = check_order(order)

@@ -320,11 +320,27 @@ def test_logger_and_derivatives_accept_a_dict_of_one_derivative_output(tmp_path)
         callbacks=[logger],
     )
     assert logger.curves["d2y"][0].shape == (16, 1, 1)
+    y, dy, d2y = derivatives(pinn, x)  # the wrapped network's derivatives
+    np.testing.assert_allclose(y, to_numpy(net(x)), atol=1e-6)
     path = str(tmp_path / "pinn.keras")
     pinn.save(path)
     from keras_deriv.cli import main
 
     assert main(["inspect", path, "--out", str(tmp_path)]) == 0
+
+
+def test_an_inspect_failure_is_one_sentence_and_exit_1(tmp_path, capsys):
+    inputs = keras.Input((1,))
+    h = keras.layers.Dense(4, activation="tanh")(inputs)
+    two = keras.Model(inputs, [keras.layers.Dense(1)(h), keras.layers.Dense(1)(h)])
+    path = str(tmp_path / "two.keras")
+    two.save(path)
+    from keras_deriv.cli import main
+
+    assert main(["inspect", path, "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "one output tensor" in err
 
 
 # -- 9. a wrong inferred output shape is an error, not mixed points ----------
