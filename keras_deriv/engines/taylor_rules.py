@@ -129,7 +129,9 @@ def elu_layer(layer, jet, mode, training):
 
 def normalization(layer, jet, mode, training):
     # (x - mean) / max(sqrt(var), eps), or its inverse: affine, per feature
-    std = ops.maximum(ops.sqrt(weight(layer.variance, jet)), keras.backend.epsilon())
+    # max(sqrt(var), eps), with where: torch's ops.maximum rounds float64
+    std = ops.sqrt(weight(layer.variance, jet))
+    std = ops.where(std > keras.backend.epsilon(), std, keras.backend.epsilon())
     factor = std if layer.invert else 1.0 / std
     return [layer_value(layer, jet[0]), *jets.scale(jet[1:], factor)]
 
