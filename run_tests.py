@@ -25,15 +25,20 @@ def main(argv):
         start = time.perf_counter()
         env = {**os.environ, "KERAS_BACKEND": backend}
         print(f"\n===== KERAS_BACKEND={backend} =====", flush=True)
-        proc = subprocess.run(
+        # Streamed as it runs (a backend takes minutes), the last line kept.
+        proc = subprocess.Popen(
             [sys.executable, "-m", "pytest", "-q", *argv],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        print(proc.stdout, end="", flush=True)
-        last = [ln for ln in proc.stdout.splitlines() if ln.strip()][-1:] or [""]
+        last = [""]
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            if line.strip():
+                last = [line]
+        proc.wait()
         counts = {kind.rstrip("s"): int(n) for n, kind in COUNTS.findall(last[0])}
         passed, failed = (
             counts.get("passed", 0),

@@ -4,9 +4,9 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# float64 reference checks need JAX's 64-bit mode; tests may set global
-# state, the library never does.
-os.environ.setdefault("JAX_ENABLE_X64", "1")
+# JAX runs in its default configuration (32-bit), as users run it; the
+# float64 checks that need its 64-bit mode run in a subprocess
+# (test_float64.py).
 
 import math  # noqa: E402
 

@@ -109,3 +109,27 @@ def test_float64_in_float64_out(results, name, method):
     tolerance = 1e-5 if limited else 1e-12
     assert max(result["errors"]) < tolerance, result["errors"]
     assert result["warned"] == (BACKEND != "tensorflow")
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's 64-bit mode is global state")
+def test_activation_derivatives_in_64_bit_jax():
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_ENABLE_X64": "1"}
+    here = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "float64",
+            os.path.join(here, "test_activation_derivatives.py"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout
