@@ -37,10 +37,11 @@ class Evaluator:
         self.fingerprint = walk(model).fingerprint()
         self._function = keras.Model(inputs, self.layer(inputs))
 
-    def is_current(self):
+    def is_current(self, graph=None):
         """Whether the model still has the structure this function was
         compiled for (not edited in place since)."""
-        return walk(self.model).fingerprint() == self.fingerprint
+        graph = graph if graph is not None else walk(self.model)
+        return graph.fingerprint() == self.fingerprint
 
     def __call__(self, x, batch_size=None):
         n = len(x)
@@ -63,10 +64,10 @@ class Evaluator:
         return tuple(outputs)
 
 
-def _cached_evaluator(model, d, dtype, options):
+def _cached_evaluator(model, d, dtype, options, graph=None):
     key = (id(model), d, dtype, options)
     evaluator = _EVALUATORS.pop(key, None)
-    if evaluator is None or not evaluator.is_current():
+    if evaluator is None or not evaluator.is_current(graph):
         evaluator = Evaluator(model, d, dtype, **dict(options))
     _EVALUATORS[key] = evaluator
     while len(_EVALUATORS) > _CACHE_SIZE:
@@ -82,7 +83,7 @@ def as_float_array(x, who="derivatives()"):
             " For one feature, add its axis: x.reshape(-1, 1)." if x.ndim == 1 else ""
         )
         raise ValueError(f"{who} expects x of shape (n, d); got shape {x.shape}.{hint}")
-    if not np.issubdtype(x.dtype, np.floating):
+    if not keras.backend.is_float_dtype(keras.backend.standardize_dtype(x.dtype)):
         raise TypeError(
             f"{who} got x of dtype {x.dtype}; derivatives need float "
             "inputs. Cast it first, e.g. x.astype('float32')."
@@ -139,7 +140,10 @@ def derivatives(
         (100, 1, 1)
     """
     x = as_float_array(x)
-    model = network_to_differentiate(model)
+    graph = walk(model)
+    net = network_to_differentiate(model, graph)
+    if net is not model:
+        model, graph = net, walk(net)
     if len(x) == 0:
         raise ValueError("derivatives() got no points (x has 0 rows).")
     order = check_order(order)
@@ -151,24 +155,42 @@ def derivatives(
     )
     if batch_size is not None:
         check_batch_size(batch_size)
-    evaluator = _cached_evaluator(model, x.shape[1], str(x.dtype), options)
+    evaluator = _cached_evaluator(model, x.shape[1], str(x.dtype), options, graph)
     return evaluator(x, batch_size)
 
 
-def network_to_differentiate(model):
-    """The network whose derivatives a model is about: the network wrapped
-    by the `DerivativeModel` layers inside `model` (a model trained on
-    derivative outputs, whatever the structure of its outputs: one key of
-    a dict, several), or `model` itself when it has none."""
-    wrapped = []
-    for step in walk(model).all_steps():
-        layer = step.layer
-        if isinstance(layer, DerivativeModel) and all(
-            layer.model is not w for w in wrapped
+def _outermost_wrappers(graph):
+    """The DerivativeModel layers in `graph`, except those inside another
+    one's wrapped network."""
+    found = []
+    for step in graph.all_steps():
+        if isinstance(step.layer, DerivativeModel) and not any(
+            step.path.startswith(f"{outer.path}/") for outer in found
         ):
-            wrapped.append(layer.model)
-    if not wrapped:
+            found.append(step)
+    return found
+
+
+def network_to_differentiate(model, graph=None):
+    """The network whose derivatives a model is about: `model` itself,
+    unless its outputs are a DerivativeModel's own (e.g. `{"d2y": d2u}`, a
+    model trained on derivative outputs) or several outputs around one
+    DerivativeModel: then the network that layer wraps."""
+    graph = graph if graph is not None else walk(model)
+    wrappers = _outermost_wrappers(graph)
+    outputs = keras.tree.flatten(getattr(model, "outputs", None) or [])
+    if not wrappers or not outputs:
         return model
+    made_by_wrappers = {
+        id(t) for step in wrappers for t in keras.tree.flatten(step.layer.output)
+    }
+    own = all(id(t) in made_by_wrappers for t in outputs)
+    if not own and len(outputs) == 1:
+        return model  # one tensor computed from derivatives: differentiate it
+    wrapped = []
+    for step in wrappers:
+        if all(step.layer.model is not w for w in wrapped):
+            wrapped.append(step.layer.model)
     if len(wrapped) == 1:
         return wrapped[0]
     names = ", ".join(repr(w.name) for w in wrapped)

@@ -57,7 +57,9 @@ def test_piecewise_linear_activations_are_findings(make_layer, activation):
     findings = find_zero_curvature_activations(net)
     assert [(f.activation, f.zero_fraction) for f in findings] == [(activation, 1.0)]
     assert findings[0].layer == layer.name
-    assert has_identically_zero_curvature(net)
+    # A probed custom activation is judged on [-6, 6] only: a finding, but
+    # never a proof that the network is piecewise linear.
+    assert has_identically_zero_curvature(net) == (activation != "zigzag")
 
 
 @pytest.mark.parametrize(
@@ -88,9 +90,7 @@ def test_hard_silu_is_flat_outside_minus_three_to_three():
     assert 0.0 < finding.zero_fraction < 0.2  # the grid's share of |x| > 3
 
 
-@pytest.mark.parametrize(
-    "fn", list(KNOWN_ZERO_FRACTIONS), ids=lambda fn: fn.__name__
-)
+@pytest.mark.parametrize("fn", list(KNOWN_ZERO_FRACTIONS), ids=lambda fn: fn.__name__)
 def test_known_fractions_agree_with_the_probe(fn):
     probed = _probe(fn)
     if probed is None:  # torch cannot differentiate hard_sigmoid twice
@@ -162,13 +162,16 @@ class Residual(keras.Model):
         return self.derivs(inputs)[2][:, 0, 0]
 
 
-@pytest.mark.parametrize("activation, flagged", [(zigzag, True), (cubic, False)])
-def test_custom_activations_are_probed_inside_a_traced_build(activation, flagged):
+@pytest.mark.parametrize(
+    "activation, verdict", [(zigzag, "unknown"), (cubic, "curved")]
+)
+def test_custom_activations_are_probed_for_a_build_inside_fit(activation, verdict):
     model = Residual(seq(dense(activation)))
     model.compile("adam", "mse")
     x = np.linspace(-2, 2, 16, dtype="float32").reshape(-1, 1)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         model.fit(x, np.zeros(16, "float32"), epochs=1, verbose=0)
-    warned = any(w.category is ZeroCurvatureWarning for w in record)
-    assert warned == flagged
+    # probed (cubic is found curved), but a probe proves no zero curvature
+    assert model.derivs.curvature == verdict
+    assert not any(w.category is ZeroCurvatureWarning for w in record)

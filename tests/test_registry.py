@@ -47,7 +47,7 @@ def test_the_guides_table_lists_exactly_the_registered_layers():
             continue
         else:
             assert curvature.startswith(words[facts.curvature]), name
-        assert ("random mask" in rows[name][3]) == facts.stochastic, name
+        assert ("random" in rows[name][3]) == facts.stochastic, name
 
 
 def test_lookup_is_by_class_and_refuses_subclasses_that_override_call():

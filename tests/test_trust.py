@@ -436,3 +436,258 @@ def test_float64_reference_accuracy_of_the_derivatives():
     _, dy, _ = derivatives(net, x)
     # central differences: O(h^2 f''') ~ 1e-8, round-off 1e-16 / h ~ 1e-12
     assert_close(dy[:, :, 0], fd, 1e-7, 1e-4)
+
+
+# -- found by the hostile review ----------------------------------------------
+
+
+def finite_difference_d2(f, x, h=1e-2):
+    """Second differences in float64 of a float32 function: O(h^2) error
+    plus 1e-7 / h^2 = 1e-3 of round-off; tolerances below allow 5e-3."""
+    x = x.astype("float64")
+    return (f(x + h) - 2 * f(x) + f(x - h)) / h**2
+
+
+def test_a_one_output_model_computed_from_derivatives_is_itself_differentiated():
+    net = mlp(1, [8], 1, dtype="float32")
+    inputs = keras.Input((1,))
+    _, dy, _ = DerivativeModel(net)(inputs)
+    outer = keras.Model(
+        inputs, keras.layers.Add()([keras.layers.Reshape((1,))(dy), inputs])
+    )
+    x = np.linspace(-1, 1, 9, dtype="float32").reshape(-1, 1)
+    y, dg, _ = derivatives(outer, x)
+    np.testing.assert_allclose(y, to_numpy(outer(x)), atol=1e-6)
+    h = 1e-2
+    f = lambda z: to_numpy(outer(z.astype("float32"))).astype("float64")  # noqa: E731
+    fd = (f(x + h) - f(x - h)) / (2 * h)  # O(h^2 f''') + 1e-7/h: ~1e-4
+    np.testing.assert_allclose(dg[:, :, 0], fd, atol=1e-3)
+
+
+def test_a_probed_custom_activation_never_proves_zero_curvature():
+    def capped_relu(z):  # piecewise linear on [-6, 6], curved beyond 8
+        relu = keras.ops.relu
+        return keras.ops.where(z < 8.0, relu(z), 8.0 + keras.ops.log1p(relu(z - 8.0)))
+
+    net = keras.Sequential(
+        [
+            keras.Input((1,)),
+            keras.layers.Dense(4, activation=capped_relu),
+            keras.layers.Dense(1, kernel_initializer="ones"),
+        ]
+    )
+    net.layers[0].kernel.assign(np.full((1, 4), 10.0, "float32"))
+    x = np.array([[0.5], [0.9], [1.5]], "float32")
+    assert curvature_verdict(net) == "unknown"
+    # z = 10 x on 4 units summed: d2y = 4 * 100 * (-1 / (z - 7)^2) for z > 8
+    z = 10.0 * x.astype("float64")
+    exact = np.where(z > 8, -400.0 / (z - 7.0) ** 2, 0.0)
+    for method in ("auto", "autodiff"):
+        d2y = to_numpy(DerivativeModel(net, method=method)(x)[2])[:, :, 0]
+        np.testing.assert_allclose(d2y, exact, rtol=1e-5, atol=1e-5)
+
+
+def test_gaussian_noise_in_training_is_one_draw_per_point():
+    # y = (w . x + noise)^2 summed: for one draw, dy/dx0 / w0 == dy/dx1 / w1
+    inputs = keras.Input((2,))
+    h = keras.layers.Dense(1, use_bias=False, kernel_initializer="ones")(inputs)
+    h = keras.layers.GaussianNoise(1.0)(h)
+    net = keras.Model(inputs, keras.layers.Activation(keras.ops.square)(h))
+    net.layers[1].kernel.assign(np.array([[1.0], [2.0]], "float32"))
+    x = np.random.default_rng(0).uniform(-1, 1, (32, 2)).astype("float32")
+    with pytest.raises(ValueError, match="training mode"):
+        DerivativeModel(net, method="autodiff", order=1)(x, training=True)
+
+
+def test_gaussian_noise_through_taylor_shares_the_draw():
+    inputs = keras.Input((2,))
+    h = keras.layers.Dense(1, use_bias=False)(inputs)
+    h = keras.layers.GaussianNoise(1.0)(h)
+    net = keras.Model(inputs, keras.layers.Activation("tanh")(h))
+    net.layers[1].kernel.assign(np.array([[1.0], [2.0]], "float32"))
+    x = np.random.default_rng(0).uniform(-1, 1, (32, 2)).astype("float32")
+    layer = DerivativeModel(net, order=1)
+    _, dy = (to_numpy(t) for t in layer(x, training=True))
+    assert layer.engine == "taylor"
+    np.testing.assert_allclose(dy[:, 0, 0], dy[:, 0, 1] / 2, atol=1e-6)
+    inference = to_numpy(layer(x, training=False)[1])
+    assert np.abs(dy - inference).max() > 1e-3  # the noise was drawn
+
+
+def test_an_mc_dropout_subclass_is_random_even_though_opaque():
+    class MCDropout(keras.layers.Dropout):
+        def call(self, x, training=None):
+            return super().call(x, training=True)
+
+    net = keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(4),
+            MCDropout(0.5),
+            keras.layers.Dense(1),
+        ]
+    )
+    with pytest.raises(ValueError, match="'mc_dropout'.*overrides call"):
+        DerivativeModel(net)(np.ones((3, 2), "float32"))
+
+
+def test_training_flags_that_cannot_be_read_are_not_assumed_absent():
+    class Unsaveable(keras.layers.Layer):
+        def __init__(self, table, **kwargs):
+            super().__init__(**kwargs)
+            self.table = table
+
+        def get_config(self):
+            raise NotImplementedError("no config")
+
+        def call(self, x):
+            return x * 2.0
+
+    inputs = keras.Input((2,))
+    h = Unsaveable(np.ones(2))(keras.layers.Dense(3)(inputs))
+    h = keras.layers.Dropout(0.5)(h, training=True)
+    net = keras.Model(inputs, keras.layers.Dense(1)(h))
+    with pytest.raises(ValueError, match="could not be read"):
+        DerivativeModel(net)(np.ones((3, 2), "float32"))
+    DerivativeModel(net)(np.ones((3, 2), "float32"), training=False)  # explicit
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="a TensorFlow defect")
+def test_an_opaque_subclass_keeps_its_ancestors_defects():
+    class MyLN(keras.layers.LayerNormalization):
+        def call(self, x):
+            return super().call(x)
+
+    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3), MyLN()])
+    with pytest.raises(ValueError, match="wrong derivatives"):
+        DerivativeModel(net, method="autodiff")(np.ones((2, 3), "float32"))
+
+
+def test_batch_statistics_are_refused_wherever_training_comes_from():
+    class MyBN(keras.layers.BatchNormalization):
+        def call(self, x, training=None):
+            return super().call(x, training=training)
+
+    x = np.random.default_rng(0).uniform(-1, 1, (8, 2)).astype("float32")
+    sub = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3), MyBN()])
+    with pytest.raises(ValueError, match="batch"):
+        DerivativeModel(sub)(x, training=True)
+    inputs = keras.Input((2,))
+    h = keras.layers.BatchNormalization()(keras.layers.Dense(3)(inputs), training=True)
+    hard = keras.Model(inputs, h)
+    with pytest.raises(ValueError, match="batch"):
+        DerivativeModel(hard)(x)  # training=None: the graph's True holds
+
+
+def test_a_layer_re_analyses_a_model_edited_in_place():
+    net = keras.Sequential(
+        [
+            keras.Input((1,)),
+            keras.layers.Dense(6, activation="relu"),
+            keras.layers.Dense(1),
+        ]
+    )
+    x = np.linspace(-1, 1, 9, dtype="float32").reshape(-1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ZeroCurvatureWarning)
+        layer = DerivativeModel(net, method="autodiff")
+        assert np.all(to_numpy(layer(x)[2]) == 0)
+    net.layers[0].activation = keras.activations.tanh
+    d2y = to_numpy(layer(x)[2])
+    assert layer.curvature == "curved" and np.abs(d2y).max() > 1e-3
+    np.testing.assert_allclose(d2y, derivatives(net, x)[2], atol=1e-6)
+
+
+def test_an_affine_net_trains_on_its_zero_second_derivative_by_autodiff():
+    net = keras.Sequential(
+        [keras.Input((2,)), keras.layers.Dense(4), keras.layers.Dense(1)]
+    )
+    inputs = keras.Input((2,))
+    _, _, d2y = DerivativeModel(net, method="autodiff")(inputs)
+    model = keras.Model(inputs, {"d2y": d2y})
+    model.compile("adam", {"d2y": "mse"})
+    history = model.fit(
+        np.ones((8, 2), "float32"),
+        {"d2y": np.zeros((8, 1, 2), "float32")},
+        epochs=1,
+        verbose=0,
+    )
+    assert history.history["loss"][0] == 0.0
+
+
+def test_deep_networks_are_checked_without_recursion_limits():
+    layers = [keras.Input((1,))]
+    layers += [keras.layers.Dense(2, activation="tanh") for _ in range(150)]
+    net = keras.Sequential([*layers, keras.layers.Dense(1)])
+    out = DerivativeModel(net, method="autodiff", order=1)(np.ones((2, 1), "float32"))
+    assert out[1].shape == (2, 1, 1)
+
+
+def test_constructing_a_derivative_model_does_not_build_activation_layers():
+    prelu = keras.layers.PReLU()
+    net = keras.Sequential(
+        [keras.layers.Dense(8, activation=prelu), keras.layers.Dense(1)]
+    )
+    DerivativeModel(net)
+    net(np.ones((2, 3), "float32"))
+    assert tuple(prelu.alpha.shape) == (8,)
+
+
+def test_a_dict_of_one_output_is_one_output():
+    inputs = keras.Input((2,))
+    h = keras.layers.Dense(4, activation="tanh")(inputs)
+    net = keras.Model(inputs, {"u": keras.layers.Dense(1)(h)})
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 2)).astype("float32")
+    for method in ("autodiff", "taylor"):
+        y, dy, _ = (to_numpy(t) for t in DerivativeModel(net, method=method)(x))
+        np.testing.assert_allclose(y, to_numpy(net(x)["u"]), atol=1e-6)
+
+
+def test_a_functional_inside_a_functional_is_not_shared():
+    inner_in = keras.Input((2,))
+    inner = keras.Model(inner_in, keras.layers.Dense(3, activation="tanh")(inner_in))
+    inputs = keras.Input((2,))
+    mask = keras.ops.greater(inputs, 0.0)  # a bool mask selects: no cut
+    h = keras.ops.where(mask, inputs, keras.ops.square(inputs))
+    outer = keras.Model(inputs, keras.layers.Dense(1)(inner(keras.layers.Dense(2)(h))))
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 2)).astype("float32")
+    layer = DerivativeModel(keras.Model(inputs, keras.layers.Dense(1)(inner(inputs))))
+    layer(x)
+    assert layer.engine == "taylor"
+    DerivativeModel(outer)(x)  # the bool intermediate is not a cut
+
+
+def test_bfloat16_points_are_float_points():
+    import ml_dtypes
+
+    net = mlp(1, [4], 1, dtype="float32")
+    x = np.linspace(0, 1, 5).reshape(-1, 1).astype(ml_dtypes.bfloat16)
+    y, dy, d2y = derivatives(net, x)
+    assert y.dtype == np.float32
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="float64 rounding warned on torch")
+def test_the_float64_warning_points_at_the_users_line():
+    net = mlp(1, [4], 1)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        DerivativeModel(net)(f64(np.ones((2, 1))))
+    [warning] = [w for w in record if "float32-accurate" in str(w.message)]
+    assert warning.filename == __file__
+
+
+def test_the_logger_picks_the_outermost_wrapper():
+    inner_net = mlp(1, [4], 1, dtype="float32")
+    inputs = keras.Input((1,))
+    y, dy, _ = DerivativeModel(inner_net, order=2)(inputs)
+    middle = keras.Model(
+        inputs, keras.layers.Add()([y, keras.layers.Reshape((1,))(dy)])
+    )
+    outer_in = keras.Input((1,))
+    yy, _, d2 = DerivativeModel(middle, order=2)(outer_in)
+    model = keras.Model(outer_in, {"y": yy, "d2y": d2})
+    model.compile("adam", {"y": "mse"})
+    x = np.linspace(0, 1, 8, dtype="float32").reshape(-1, 1)
+    logger = DerivativeLogger(x)
+    model.fit(x, {"y": x}, epochs=1, verbose=0, callbacks=[logger])
+    np.testing.assert_allclose(logger.curves["y"][0], to_numpy(middle(x)), atol=1e-6)

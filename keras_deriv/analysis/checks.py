@@ -10,10 +10,12 @@ import numpy as np
 
 from keras_deriv import backend
 from keras_deriv.errors import NotDifferentiableError
+from keras_deriv.graph.registry import inherited_facts
 from keras_deriv.graph.walk import (
     KNOWN,
     MODEL,
     OPAQUE,
+    UNKNOWN_TRAINING,
     WRAPPER,
     Graph,
     effective_training,
@@ -58,7 +60,8 @@ def static_cut(graph: Graph):
         if step.facts is not None and step.facts.cuts is not None:
             return step.path, f"{_article(kind)} {kind} layer is {step.facts.cuts}"
         for dtype in _output_dtypes(step.layer) if step.kind != MODEL else []:
-            if not keras.backend.is_float_dtype(dtype):
+            # (a bool mask is no cut: it selects, as in ops.where)
+            if not keras.backend.is_float_dtype(dtype) and dtype != "bool":
                 return step.path, f"{kind} {step.path!r} outputs {dtype} values"
     model = graph.model
     for t in keras.tree.flatten(getattr(model, "inputs", None) or []):
@@ -109,32 +112,54 @@ def dynamic_cut(model, x):
     return None
 
 
+def _safety_facts(step):
+    """The facts the safety checks read: a step's own, or, for an opaque
+    subclass of a registered layer, its ancestor's (a `Dropout` subclass
+    that overrides `call` still draws masks)."""
+    if step.facts is not None:
+        return step.facts
+    if isinstance(step.layer, keras.layers.Layer):
+        return inherited_facts(step.layer)
+    return None
+
+
 def autodiff_defect(graph: Graph, order: int):
     """The first step (`"path", "reason"`) whose derivatives up to `order`
     the active backend's nested differentiation gets wrong, or None. Looks
     everywhere, inside opaque layers too: what the autodiff engine runs."""
     name = keras.backend.backend()
     for step in graph.all_steps():
-        if step.facts is None:
-            continue
-        defect = step.facts.defects.get(name)
+        facts = _safety_facts(step)
+        defect = facts.defects.get(name) if facts is not None else None
         reason = defect(step.layer, order) if defect is not None else None
         if reason is not None:
             return step.path, reason
     return None
 
 
-def batch_dependent_layer(graph: Graph):
-    """The path of the first layer that, in training mode, mixes the points
-    of a batch (BatchNormalization with batch statistics), or None."""
-    for step in graph.all_steps():
-        if step.facts is not None and step.facts.batch_dependent(step.layer):
+def batch_dependent_layer(graph: Graph, training: bool | None):
+    """The path of the first layer that, in this call, mixes the points of
+    a batch (BatchNormalization with batch statistics), or None."""
+    for step in graph.steps:
+        active = effective_training(step, training)
+        facts = _safety_facts(step)
+        if step.kind in (MODEL, WRAPPER):
+            for inner in step.inner:
+                found = batch_dependent_layer(inner, active)
+                if found is not None:
+                    return found
+        elif facts is not None and active and facts.batch_dependent(step.layer):
             return step.path
+        elif step.kind == OPAQUE and active:
+            for inner in step.inner:
+                found = batch_dependent_layer(inner, True)
+                if found is not None:
+                    return found
     return None
 
 
-def raise_if_batch_dependent(graph: Graph):
-    path = batch_dependent_layer(graph)
+def raise_if_batch_dependent(graph: Graph, training: bool | None):
+    path = batch_dependent_layer(graph, training)
     if path is not None:
         raise ValueError(
             f"Layer {path!r} of {graph.model.name!r} normalises with batch "
@@ -145,35 +170,47 @@ def raise_if_batch_dependent(graph: Graph):
         )
 
 
-def random_masks(graph: Graph, training: bool | None) -> list[str]:
-    """Paths of the layers that draw a random multiplicative mask in this
-    call: stochastic layers in training mode (see `effective_training`),
-    and, when training, stochastic layers inside opaque ones."""
+def random_masks(graph: Graph, training: bool | None) -> list[tuple[str, str]]:
+    """`(path, why)` of the layers that may draw a random mask or noise in
+    this call: stochastic layers in training mode (see `effective_training`),
+    stochastic layers inside opaque ones when training, opaque subclasses of
+    stochastic layers (their `call` may force training mode) and stochastic
+    layers whose training flag the graph records but keras_deriv could not
+    read."""
     found = []
     for step in graph.steps:
-        active = bool(effective_training(step, training))
-        if (
-            step.kind == KNOWN
-            and step.facts.stochastic
-            and active
-            and _rate(step.layer)
-        ):
-            found.append(step.path)
-        elif step.kind in (MODEL, WRAPPER):
+        active = effective_training(step, training)
+        facts = _safety_facts(step)
+        stochastic = facts is not None and facts.stochastic and _rate(step.layer)
+        if step.kind in (MODEL, WRAPPER):
             for inner in step.inner:
                 found += random_masks(inner, active)
-        elif step.kind == OPAQUE:
+        elif step.kind == KNOWN and stochastic and active == UNKNOWN_TRAINING:
+            found.append((step.path, "its training flag could not be read"))
+        elif step.kind == KNOWN and stochastic and active:
+            found.append((step.path, "it is in training mode"))
+        elif step.kind == OPAQUE and stochastic:
+            found.append((step.path, "it overrides call (it may force training)"))
+        elif step.kind == OPAQUE and active:
             for inner in step.inner:
-                for s in inner.all_steps():
-                    stochastic = s.facts is not None and s.facts.stochastic
-                    if stochastic and active and _rate(s.layer):
-                        found.append(s.path)
+                found += [
+                    (path, "it is inside a custom layer, in training mode")
+                    for path, _ in random_masks(inner, True)
+                ]
     return found
 
 
 def _rate(layer):
     rate = getattr(layer, "rate", None)
     return 1.0 if rate is None else float(rate)
+
+
+@functools.cache
+def float64_available() -> bool:
+    """Whether the backend computes float64 at all (JAX only in its 64-bit
+    mode, `JAX_ENABLE_X64`)."""
+    probe = keras.ops.convert_to_tensor(np.zeros(1), dtype="float64")
+    return keras.backend.standardize_dtype(probe.dtype) == "float64"
 
 
 @functools.cache

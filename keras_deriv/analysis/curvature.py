@@ -12,6 +12,7 @@ numerically (any other callable).
 
 import dataclasses
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -118,7 +119,11 @@ def _probe(fn):
     return float(np.mean(d2 == 0.0)), bool(np.all(d1 == d1[0]))
 
 
-_PROBED = {}
+_PROBED = weakref.WeakKeyDictionary()
+
+
+def _is_builtin(fn):
+    return fn is _A.linear or any(fn is known for known in KNOWN_ZERO_FRACTIONS)
 
 
 def activation_zero_fraction(fn):
@@ -126,31 +131,40 @@ def activation_zero_fraction(fn):
     of `PROBE_GRID` where its second derivative is exactly zero, and whether
     it is affine (constant first derivative: meant to be linear). None when
     it cannot be judged (not a known built-in, and the backend cannot
-    differentiate it twice)."""
+    differentiate it twice, or it is a layer not built yet: calling it
+    would build it for the probe's shape)."""
     if fn is _A.linear:
         return 1.0, True
     for known, fraction in KNOWN_ZERO_FRACTIONS.items():
         if fn is known:  # identity: a user's function named "relu" is probed
             return fraction, False
-    key = id(fn)
-    if key not in _PROBED or _PROBED[key][0] is not fn:
-        _PROBED[key] = (fn, _probe(fn))  # keeps fn alive: ids stay unique
-    return _PROBED[key][1]
+    if isinstance(fn, keras.layers.Layer) and not fn.built:
+        return None
+    try:
+        if fn in _PROBED:
+            return _PROBED[fn]
+    except TypeError:  # not weakly referable: probe each time
+        return _probe(fn)
+    _PROBED[fn] = _probe(fn)
+    return _PROBED[fn]
 
 
 def _judge_activation(fn):
     """`(curvature, zero_fraction)` of an activation: zero_fraction None
-    when there is nothing to report."""
+    when there is nothing to report. Only built-ins are known: a probed
+    callable is judged on [-6, 6] only, so it may be reported (a finding)
+    but never proves the network piecewise linear or affine."""
     if any(fn is f for f in NOT_ELEMENTWISE):
         return CURVED, None
     judged = activation_zero_fraction(fn)
     if judged is None:
         return UNKNOWN, None
     fraction, affine = judged
+    proven = _is_builtin(fn)
     if affine:
-        return AFFINE, None
+        return (AFFINE if proven else UNKNOWN), None
     if fraction == 1.0:
-        return PIECEWISE_LINEAR, 1.0
+        return (PIECEWISE_LINEAR if proven else UNKNOWN), 1.0
     return CURVED, fraction if fraction > 0 else None
 
 
@@ -212,10 +226,10 @@ def findings_of(graph: Graph) -> list[ZeroCurvatureFinding]:
     """Findings for every step of `graph`, inside opaque layers too."""
     findings = []
     for step in graph.all_steps():
-        if step.kind == KNOWN and step.facts.curvature == PIECEWISE_LINEAR:
-            findings.append(
-                ZeroCurvatureFinding(step.path, type(step.layer).__name__, 1.0)
-            )
+        if step.kind == KNOWN and step.facts.zero_fraction is not None:
+            name = type(step.layer).__name__
+            fraction = step.facts.zero_fraction
+            findings.append(ZeroCurvatureFinding(step.path, name, fraction))
             continue
         if step.kind == KNOWN:
             activation = step.facts.activation(step.layer)

@@ -56,8 +56,10 @@ def _levels(f, xt, direction, wrt, order, full_hessian):
     if jac is None:
         if order == 1:
             raise NotDifferentiableError(_NOT_CONNECTED)
-        # The derivative below is constant in x (a linear map): zero above it.
-        jac = tf.zeros(tf.concat([tf.shape(top), tf.shape(xt)[-1:]], 0), xt.dtype)
+        # The derivative below is constant in x (a linear map): zero above
+        # it, as 0 * top, still connected to the weights (a loss on it
+        # trains, with a zero gradient, instead of "No gradients").
+        jac = 0.0 * top[..., None] * tf.ones_like(xt)[:, None, :]
     if full_hessian and order == 2:
         return [*lower, tf.gather(jac, wrt, axis=-1)]
     return [*lower, tf.reduce_sum(jac * direction[:, None, :], axis=-1)]

@@ -61,8 +61,10 @@ def nested_derivatives(f, x, order, full_hessian, wrt):
             if jac is None:
                 if k == 1:
                     raise NotDifferentiableError(_NOT_CONNECTED)
-                shape = (*levels[-1].shape, x.shape[-1])
-                jac = torch.zeros(shape, dtype=x.dtype, device=x.device)
+                # zero above a derivative constant in x: 0 * top, still
+                # connected to the weights (a loss on it trains)
+                ones = torch.ones_like(xt)[:, None, :]
+                jac = 0.0 * levels[-1][..., None] * ones
             if full_hessian and k == 2:
                 levels.append(jac[..., wrt])
             else:
@@ -91,17 +93,21 @@ _ZERO_GRADIENT_NODES = (
 )
 
 
-def _reaches(node, target, seen):
+def _reaches(node, target):
     """Whether the autograd graph from `node` reaches the leaf `target`
-    through nodes with a nonzero gradient."""
-    if node is None or node in seen:
-        return False
-    seen.add(node)
-    if node.name().startswith(_ZERO_GRADIENT_NODES):
-        return False
-    if getattr(node, "variable", None) is target:
-        return True
-    return any(_reaches(child, target, seen) for child, _ in node.next_functions)
+    through nodes with a nonzero gradient (iterative: graphs are deep)."""
+    stack, seen = [node], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node.name().startswith(_ZERO_GRADIENT_NODES):
+            continue
+        if getattr(node, "variable", None) is target:
+            return True
+        stack.extend(child for child, _ in node.next_functions)
+    return False
 
 
 @torch.compiler.disable
@@ -111,7 +117,7 @@ def depends_on_input(f, x):
         y = f(x)
         if not (y.is_floating_point() and y.requires_grad):
             return False
-        return _reaches(y.grad_fn, x, set())
+        return _reaches(y.grad_fn, x)
 
 
 def run_eagerly(fn):

@@ -184,7 +184,8 @@ class DerivativeLogger(keras.callbacks.Callback):
         self._zero_curvature_reported = False
         net = self._target()
         self._check_probe(net)
-        if self._evaluator is None or self._evaluator.model is not net:
+        stale = self._evaluator is None or self._evaluator.model is not net
+        if stale or not self._evaluator.is_current():
             with warnings.catch_warnings():
                 # zero curvature is this callback's to report, as configured
                 warnings.simplefilter("ignore", ZeroCurvatureWarning)

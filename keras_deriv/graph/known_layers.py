@@ -83,13 +83,16 @@ register(
     activation=_activation,
     taylor=rules.activation_layer,
 )
-register(L.ReLU, curvature=PIECEWISE_LINEAR, taylor=rules.relu_layer)
-register(L.LeakyReLU, curvature=PIECEWISE_LINEAR, taylor=rules.leaky_relu_layer)
-register(L.PReLU, curvature=PIECEWISE_LINEAR, taylor=rules.prelu)
-# The ELU layer is its own activation (probed for the findings).
+register(L.ReLU, curvature=PIECEWISE_LINEAR, zero_fraction=1.0, taylor=rules.relu_layer)
 register(
-    L.ELU, curvature=AFFINE, activation=lambda layer: layer, taylor=rules.elu_layer
+    L.LeakyReLU,
+    curvature=PIECEWISE_LINEAR,
+    zero_fraction=1.0,
+    taylor=rules.leaky_relu_layer,
 )
+register(L.PReLU, curvature=PIECEWISE_LINEAR, zero_fraction=1.0, taylor=rules.prelu)
+# alpha (e^z - 1) below 0, z above: f'' = 0 on the positive half
+register(L.ELU, curvature=CURVED, zero_fraction=0.5, taylor=rules.elu_layer)
 register(
     L.Softmax, curvature=CURVED, taylor=rules.softmax_layer, taylor_gap=_several_axes
 )
@@ -124,8 +127,11 @@ register(
     stochastic=True,
     taylor=rules.dropout,
 )
-# Additive noise: the same derivatives for every draw.
-register(L.GaussianNoise, curvature=AFFINE, taylor=rules.additive_noise)
+# Additive noise in training: the layers after it are evaluated at a
+# random point, so their derivatives depend on the draw too.
+register(
+    L.GaussianNoise, curvature=AFFINE, stochastic=True, taylor=rules.additive_noise
+)
 register(L.Flatten, L.Reshape, curvature=AFFINE, taylor=rules.reshape)
 register(L.Add, curvature=AFFINE, merge=True, taylor=rules.add)
 register(L.Subtract, curvature=AFFINE, merge=True, taylor=rules.subtract)

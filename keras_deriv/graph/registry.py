@@ -48,6 +48,9 @@ class LayerFacts:
             or None.
         inner: `inner(layer)`: the layers a wrapper applies (walked for the
             verdict and the checks), or None for a plain layer.
+        zero_fraction: for a layer that is itself an activation (`ReLU`,
+            `ELU`, ...), the fraction of the probe grid where its second
+            derivative is zero, reported as a finding; None otherwise.
     """
 
     taylor: Callable | None = None
@@ -62,6 +65,7 @@ class LayerFacts:
         default_factory=dict
     )
     inner: Callable[[Any], list] | None = None
+    zero_fraction: float | None = None
 
 
 _REGISTRY: dict[type, LayerFacts] = {}
@@ -87,6 +91,19 @@ def facts_for(layer: Any) -> LayerFacts | None:
         if entry is not None:
             same_call = getattr(cls, "call", None) is getattr(ancestor, "call", None)
             return entry if same_call else None
+    return None
+
+
+def inherited_facts(layer: Any) -> LayerFacts | None:
+    """The facts of `layer`'s nearest registered ancestor, whether or not
+    it overrides `call`. Only for the safety checks (random masks, batch
+    statistics, backend defects): a subclass of `Dropout` that overrides
+    `call` is opaque, but still random."""
+    _ensure_loaded()
+    for ancestor in type(layer).__mro__:
+        entry = _REGISTRY.get(ancestor)
+        if entry is not None:
+            return entry
     return None
 
 

@@ -106,7 +106,9 @@ class Graph:
                 id(s.layer),
                 s.kind,
                 id(getattr(s.layer, "activation", None)),
-                tuple(sorted(s.call_kwargs.items())),
+                getattr(s.layer, "quantization_mode", None),
+                str(getattr(s.layer, "dtype_policy", "")),
+                tuple(id(v) for v in getattr(s.layer, "weights", ())),
             )
             for s in self.all_steps()
         )
@@ -144,29 +146,50 @@ def _walk_functional(model, prefix):
     problem = None
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         problem = f"{model.name!r} has several inputs or outputs"
-    call_kwargs = _call_kwargs(model)
-    # A layer's `input`/`output` are those of its first call: a layer called
-    # twice (shared) leaves tensors that no step produces.
-    steps, produced = [], {id(t) for t in model.inputs}
+    nested = any(_is_functional(op) for op in model.operations)
+    nodes = _first_calls(model) if nested or _needs_flags(model) else {}
+    if nested and nodes is None:
+        problem = problem or f"{model.name!r} nests a model and has no config"
+    # Tensors are keyed by object id; with a nested Functional model, by the
+    # config's (layer, call, output) names: its `input` and `output` are its
+    # own, not the tensors of its call in this graph.
+    by_name = nested and nodes is not None
+    steps, produced = [], set()
+    if by_name:
+        input_key, output_key = nodes["__io__"]
+    else:
+        input_key, output_key = id(model.inputs[0]), id(model.outputs[0])
+    produced.add(input_key)
     for op in model.operations:
         if isinstance(op, keras.layers.InputLayer):
             continue
-        inputs = op.input
-        listed = isinstance(inputs, list | tuple)
-        keys = [id(t) for t in inputs] if listed else [id(inputs)]
+        if by_name:
+            keys = [tuple(h) for h in nodes[op.name][1]]
+            listed, output = len(keys) != 1, (op.name, 0, 0)
+            if nodes[op.name][2] > 1 and problem is None:
+                problem = f"layer {op.name!r} is shared (called more than once)"
+        else:
+            inputs = op.input
+            listed = isinstance(inputs, list | tuple)
+            keys = [id(t) for t in inputs] if listed else [id(inputs)]
+            output = id(op.output)
         if problem is None and not produced.issuperset(keys):
             problem = f"layer {op.name!r} is shared (called more than once)"
-        produced.add(id(op.output))
+        produced.add(output)
+        if nodes is None:  # the config could not be read
+            call_kwargs = {"training": UNKNOWN_TRAINING}
+        else:
+            call_kwargs = nodes.get(op.name, ({},))[0]
         steps.append(
             _step(
                 op,
                 f"{prefix}{op.name}",
                 inputs=keys if listed else keys[0],
-                output=id(op.output),
-                call_kwargs=call_kwargs.get(op.name, {}),
+                output=output,
+                call_kwargs=call_kwargs,
             )
         )
-    if problem is None and id(model.outputs[0]) not in produced:
+    if problem is None and output_key not in produced:
         problem = (
             f"the output of {model.name!r} comes from a shared layer (one "
             "called more than once)"
@@ -174,31 +197,70 @@ def _walk_functional(model, prefix):
     return Graph(
         model,
         tuple(steps),
-        input_key=id(model.inputs[0]),
-        output_key=id(model.outputs[0]),
+        input_key=input_key,
+        output_key=output_key,
         problem=problem,
     )
 
 
-def _call_kwargs(model):
-    """Per layer name, the keyword arguments of its first call in `model`
-    (e.g. `Dropout(0.5)(h, training=True)`), read from the model's config:
-    Keras keeps them nowhere else public."""
+def _is_functional(op):
+    return _is_graph_model(op) and not isinstance(op, keras.Sequential)
+
+
+# A training flag fixed in the graph that keras_deriv could not read.
+UNKNOWN_TRAINING = "unknown"
+
+
+def _needs_flags(model):
+    """Whether a layer of `model` depends on its training flag, which only
+    the model's config records."""
+    for op in model.operations:
+        facts = facts_for(op) if isinstance(op, keras.layers.Layer) else None
+        if facts is not None and (facts.stochastic or facts.batch_dependent(op)):
+            return True
+    return False
+
+
+def _first_calls(model):
+    """Per layer name, `(kwargs, input names, number of calls)` of its
+    first call in `model` (e.g. `Dropout(0.5)(h, training=True)`), and under
+    `"__io__"` the names of the model's input and output tensors, read from
+    the model's config: Keras keeps call arguments nowhere else public. A
+    tensor's name is `(layer, call, output)`. None when the config cannot
+    be made (a layer without a config)."""
     try:
-        layers = model.get_config()["layers"]
-    except Exception:  # noqa: BLE001 - a layer without a config: nothing known
-        return {}
+        config = model.get_config()
+    except Exception:  # noqa: BLE001 - any failure: the flags are unknown
+        return None
+    layers = config["layers"]
     found = {}
     for entry in layers:
         nodes = entry.get("inbound_nodes") or []
-        kwargs = (
-            nodes[0].get("kwargs", {}) if nodes and isinstance(nodes[0], dict) else {}
-        )
+        node = nodes[0] if nodes and isinstance(nodes[0], dict) else {}
+        kwargs = node.get("kwargs", {})
         simple = {
             k: v for k, v in kwargs.items() if isinstance(v, bool | int | float | str)
         }
-        found[entry.get("name")] = simple
+        history = list(_histories(node.get("args", ())))
+        found[entry.get("name")] = (simple, history, len(nodes))
+    ends = []
+    for key in ("input_layers", "output_layers"):
+        layers = config[key]
+        first = layers[0] if isinstance(layers[0], list | tuple) else layers
+        ends.append(tuple(first))
+    found["__io__"] = tuple(ends)
     return found
+
+
+def _histories(value):
+    """The `keras_history` entries of the serialized tensors in `value`."""
+    if isinstance(value, dict):
+        history = value.get("config", {}).get("keras_history")
+        if value.get("class_name") == "__keras_tensor__" and history:
+            yield history
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _histories(item)
 
 
 _FUNCTIONAL = []

@@ -24,6 +24,20 @@ from keras_deriv.options import (
 Tensor = Any
 
 _HALF = ("float16", "bfloat16")
+# Frames a warning should not point at: the user's line is the first
+# frame outside these.
+_FRAMEWORK_FILES = (
+    "/keras/",
+    "/keras_deriv/",
+    "/tensorflow/",
+    "/jax/",
+    "/jaxlib/",
+    "/torch/",
+    "/concurrent/",
+    "/threading.py",
+    "/contextlib.py",
+    "/functools.py",
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_deriv")
@@ -222,7 +236,8 @@ class DerivativeModel(keras.layers.Layer):
         if input_dtype not in self._dtypes:
             shape = (None, *self._input_shape[1:])
             _, dtype = self._inner_output(shape, input_dtype)
-            self._dtypes[input_dtype] = "float64" if dtype == "float64" else "float32"
+            wide = dtype == "float64" and checks.float64_available()
+            self._dtypes[input_dtype] = "float64" if wide else "float32"
         return self._dtypes[input_dtype]
 
     def build(self, input_shape: tuple) -> None:
@@ -230,9 +245,17 @@ class DerivativeModel(keras.layers.Layer):
         if not self.model.built:
             self.model.build(input_shape)
         self._input_shape = input_shape
+        self._analyse()
+        self.built = True
+
+    def _analyse(self):
+        """Walk the wrapped model once and decide everything that depends
+        on its structure: checks, verdict, engine. Done again if the model
+        is edited in place (a swapped activation, `pop`, `quantize`)."""
+        graph = walk(self.model)
+        self._fingerprint = graph.fingerprint()
         self._out_shape = None  # known at the first call
         self._dtypes = {}
-        graph = walk(self.model)
         checks.raise_if_static_cut(graph)
         self._verdict = curvature.graph_verdict(graph)
         if self._verdict == curvature.PIECEWISE_LINEAR and self.order >= 2:
@@ -240,6 +263,7 @@ class DerivativeModel(keras.layers.Layer):
         self._taylor_gap = taylor.taylor_gap(graph)
         self._defect = checks.autodiff_defect(graph, self.order)
         self._graph = graph
+        input_shape = self._input_shape
         directions = len(self.wrt) if self.wrt is not None else input_shape[-1]
         self._engine = select.choose_engine(
             self.method,
@@ -270,7 +294,6 @@ class DerivativeModel(keras.layers.Layer):
                 PrecisionWarning,
                 stacklevel=self._stack(),
             )
-        self.built = True
 
     @staticmethod
     def _stack():
@@ -281,7 +304,7 @@ class DerivativeModel(keras.layers.Layer):
         frame, level = inspect.currentframe().f_back, 1
         while frame is not None:
             name = frame.f_code.co_filename.replace("\\", "/")
-            if "/keras/" not in name and "/keras_deriv/" not in name:
+            if not any(part in name for part in _FRAMEWORK_FILES):
                 return level
             frame, level = frame.f_back, level + 1
         return 2
@@ -310,7 +333,8 @@ class DerivativeModel(keras.layers.Layer):
         dtype = self._check_input_dtype(inputs.dtype)
         input_shape = self._check_input_shape(inputs.shape)
         out, out_dtype = self._inner_output(input_shape, dtype)
-        result = "float64" if out_dtype == "float64" else "float32"
+        wide = out_dtype == "float64" and checks.float64_available()
+        result = "float64" if wide else "float32"
         return [
             keras.KerasTensor(shape, dtype=result)
             for shape in self._shapes(input_shape, out)
@@ -327,10 +351,16 @@ class DerivativeModel(keras.layers.Layer):
         # the variables themselves hold no value, only the outer scope does.
         current = [(v, v.value) for v in self.model.variables]
         with keras.StatelessScope(state_mapping=current):
-            connected = backend.get().depends_on_input(self.model, x)
+            connected = backend.get().depends_on_input(self._output_of, x)
         if not connected:
             self._raise_not_connected(x)
         self._connection_checked = True
+
+    def _output_of(self, x, **kwargs):
+        """The wrapped model's one output tensor (a dict or list of one
+        tensor, as `keras.Model(x, {"u": u})` returns, is unwrapped)."""
+        (y,) = keras.tree.flatten(self.model(x, **kwargs))
+        return y
 
     def _raise_not_connected(self, x, cause=None):
         culprit = checks.dynamic_cut(self.model, x)
@@ -347,23 +377,28 @@ class DerivativeModel(keras.layers.Layer):
         masks = checks.random_masks(self._graph, training)
         if not masks:
             return self._engine
-        if self._engine == "taylor" or (
-            self.method != "autodiff" and self._taylor_gap is None
-        ):
+        path, why = masks[0]
+        taylor_can = self._taylor_gap is None and "could not be read" not in why
+        if taylor_can and (self._engine == "taylor" or self.method != "autodiff"):
             return "taylor"  # one mask per point for every coefficient
-        why = (
-            'method="autodiff" differentiates copies of each point, each with '
-            "its own mask"
-            if self.method == "autodiff"
-            else f"the Taylor engine, which shares it, cannot take this model: "
-            f"{self._taylor_gap}"
-        )
+        if self.method == "autodiff":
+            engine = (
+                'method="autodiff" differentiates copies of each point, each '
+                "with its own draw"
+            )
+        elif "could not be read" in why:
+            engine = "keras_deriv cannot tell whether it is active"
+        else:
+            engine = (
+                "the Taylor engine, which shares one draw, cannot take this "
+                f"model: {self._taylor_gap}"
+            )
         raise ValueError(
-            f"Layer {masks[0]!r} of {self.model.name!r} draws a random mask in "
-            "this call (training mode), and its derivatives must be those of "
-            f"the same random function at each point, which cannot be done "
-            f"here: {why}. Call the DerivativeModel with training=False, or "
-            'use method="auto" with layers the Taylor engine supports.'
+            f"Layer {path!r} of {self.model.name!r} may draw random masks or "
+            f"noise in this call ({why}), and the derivatives of a point must "
+            f"be those of one random function, which cannot be guaranteed "
+            f"here: {engine}. Call the DerivativeModel with training=False, "
+            'or use method="auto" with layers the Taylor engine supports.'
         )
 
     def _warn_float64_limits(self):
@@ -400,13 +435,14 @@ class DerivativeModel(keras.layers.Layer):
     def call(self, inputs: Tensor, training: bool | None = None) -> list[Tensor]:
         self._check_input_dtype(inputs.dtype)
         self._check_input_shape(inputs.shape)
+        if walk(self.model).fingerprint() != self._fingerprint:
+            self._analyse()  # the model was edited in place since
         dtype = self.derivative_dtype(keras.backend.standardize_dtype(inputs.dtype))
         if dtype == "float64":
             self._warn_float64_limits()
         x = ops.cast(inputs, dtype)
         self._check_connected(x)
-        if training:
-            checks.raise_if_batch_dependent(self._graph)
+        checks.raise_if_batch_dependent(self._graph, training)
         engine = self._check_random_masks(training)
         wrt = self.wrt if self.wrt is not None else tuple(range(x.shape[-1]))
         if engine == "taylor":
@@ -427,7 +463,7 @@ class DerivativeModel(keras.layers.Layer):
                     ) from None
 
         def f(z):
-            y = self.model(z, training=training)
+            y = self._output_of(z, training=training)
             self._check_output_shape(y.shape[1:])
             return ops.reshape(ops.cast(y, dtype), (-1, math.prod(self._out_shape)))
 
