@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from keras_deriv.graph.walk import walk
+from keras_deriv.graph.walk import fingerprint, walk
 from keras_deriv.layers.derivative_model import DerivativeModel
 from keras_deriv.options import (
     check_batch_size,
@@ -34,13 +34,13 @@ class Evaluator:
         inputs = keras.Input((d,), dtype=dtype)
         self.layer = DerivativeModel(model, **options)
         self.model = model
-        self.fingerprint = walk(model).fingerprint()
+        self.fingerprint = fingerprint(model)
         self._function = keras.Model(inputs, self.layer(inputs))
 
     def is_current(self, graph=None):
         """Whether the model still has the structure this function was
         compiled for (not edited in place since)."""
-        graph = graph if graph is not None else walk(self.model)
+        graph = graph if graph is not None else walk(self.model, read_config=False)
         return graph.fingerprint() == self.fingerprint
 
     def __call__(self, x, batch_size=None):
@@ -140,10 +140,10 @@ def derivatives(
         (100, 1, 1)
     """
     x = as_float_array(x)
-    graph = walk(model)
+    graph = walk(model, read_config=False)
     net = network_to_differentiate(model, graph)
     if net is not model:
-        model, graph = net, walk(net)
+        model, graph = net, walk(net, read_config=False)
     if len(x) == 0:
         raise ValueError("derivatives() got no points (x has 0 rows).")
     order = check_order(order)
@@ -176,7 +176,7 @@ def network_to_differentiate(model, graph=None):
     unless its outputs are a DerivativeModel's own (e.g. `{"d2y": d2u}`, a
     model trained on derivative outputs) or several outputs around one
     DerivativeModel: then the network that layer wraps."""
-    graph = graph if graph is not None else walk(model)
+    graph = graph if graph is not None else walk(model, read_config=False)
     wrappers = _outermost_wrappers(graph)
     outputs = keras.tree.flatten(getattr(model, "outputs", None) or [])
     if not wrappers or not outputs:

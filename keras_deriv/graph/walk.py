@@ -114,46 +114,63 @@ class Graph:
         )
 
 
-def walk(model: Any, prefix: str = "") -> Graph:
-    """Walk `model` (a Keras model, layer or operation)."""
+def walk(model: Any, prefix: str = "", read_config: bool = True) -> Graph:
+    """Walk `model` (a Keras model, layer or operation).
+
+    With `read_config=False` the walk does not read Functional models'
+    configs (slow on large models): the steps and layers are the same, but
+    training flags fixed in the graph are not known, and nested Functional
+    models' tensors are not connected (enough for `fingerprint`)."""
     if _is_graph_model(model):
         if isinstance(model, keras.Sequential):
-            return _walk_sequential(model, prefix)
-        return _walk_functional(model, prefix)
-    return Graph(model, (_step(model, f"{prefix}{model.name}"),))
+            return _walk_sequential(model, prefix, read_config)
+        return _walk_functional(model, prefix, read_config)
+    return Graph(model, (_step(model, f"{prefix}{model.name}", read_config),))
 
 
-def _step(layer, path, **where):
+def fingerprint(model: Any) -> tuple:
+    """`walk(model).fingerprint()`, without reading configs: cheap enough
+    to check on every call."""
+    return walk(model, read_config=False).fingerprint()
+
+
+def _step(layer, path, read_config, **where):
+    def inside(child):
+        return walk(child, f"{path}/", read_config)
+
     if _is_graph_model(layer):
-        return Step(path, layer, MODEL, inner=(walk(layer, f"{path}/"),), **where)
+        return Step(path, layer, MODEL, inner=(inside(layer),), **where)
     facts = facts_for(layer) if isinstance(layer, keras.layers.Layer) else None
     if facts is not None and facts.inner is not None:
-        inner = tuple(walk(child, f"{path}/") for child in facts.inner(layer))
+        inner = tuple(inside(child) for child in facts.inner(layer))
         return Step(path, layer, WRAPPER, facts, inner=inner, **where)
     if facts is not None:
         return Step(path, layer, KNOWN, facts, **where)
     children = _sublayers(layer) if path.count("/") < _MAX_DEPTH else []
-    inner = tuple(walk(child, f"{path}/") for child in children)
+    inner = tuple(inside(child) for child in children)
     return Step(path, layer, OPAQUE, inner=inner, **where)
 
 
-def _walk_sequential(model, prefix):
-    steps = tuple(_step(layer, f"{prefix}{layer.name}") for layer in model.layers)
+def _walk_sequential(model, prefix, read_config):
+    steps = tuple(
+        _step(layer, f"{prefix}{layer.name}", read_config) for layer in model.layers
+    )
     return Graph(model, steps)
 
 
-def _walk_functional(model, prefix):
+def _walk_functional(model, prefix, read_config):
     problem = None
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         problem = f"{model.name!r} has several inputs or outputs"
     nested = any(_is_functional(op) for op in model.operations)
-    nodes = _first_calls(model) if nested or _needs_flags(model) else {}
+    wanted = read_config and (nested or _needs_flags(model))
+    nodes = _first_calls(model) if wanted else {}
     if nested and nodes is None:
         problem = problem or f"{model.name!r} nests a model and has no config"
     # Tensors are keyed by object id; with a nested Functional model, by the
     # config's (layer, call, output) names: its `input` and `output` are its
     # own, not the tensors of its call in this graph.
-    by_name = nested and nodes is not None
+    by_name = nested and bool(nodes)
     steps, produced = [], set()
     if by_name:
         input_key, output_key = nodes["__io__"]
@@ -184,6 +201,7 @@ def _walk_functional(model, prefix):
             _step(
                 op,
                 f"{prefix}{op.name}",
+                read_config,
                 inputs=keys if listed else keys[0],
                 output=output,
                 call_kwargs=call_kwargs,

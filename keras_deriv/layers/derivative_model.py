@@ -12,7 +12,7 @@ from keras_deriv import backend
 from keras_deriv.analysis import checks, curvature
 from keras_deriv.engines import autodiff, select, taylor
 from keras_deriv.errors import NotDifferentiableError, PrecisionWarning
-from keras_deriv.graph.walk import walk
+from keras_deriv.graph.walk import fingerprint, walk
 from keras_deriv.options import (
     OUTPUT_KEYS,
     check_hessian,
@@ -154,7 +154,7 @@ class DerivativeModel(keras.layers.Layer):
         self._engine = None
         # Custom activations are probed numerically: do it here, where
         # execution is eager, not in a build inside a traced function.
-        curvature.judge_activations(walk(model))
+        curvature.judge_activations(walk(model, read_config=False))
 
     @property
     def output_keys(self) -> tuple[str, ...]:
@@ -253,7 +253,7 @@ class DerivativeModel(keras.layers.Layer):
         on its structure: checks, verdict, engine. Done again if the model
         is edited in place (a swapped activation, `pop`, `quantize`)."""
         graph = walk(self.model)
-        self._fingerprint = graph.fingerprint()
+        self._fingerprint = fingerprint(self.model)
         self._out_shape = None  # known at the first call
         self._dtypes = {}
         checks.raise_if_static_cut(graph)
@@ -435,7 +435,7 @@ class DerivativeModel(keras.layers.Layer):
     def call(self, inputs: Tensor, training: bool | None = None) -> list[Tensor]:
         self._check_input_dtype(inputs.dtype)
         self._check_input_shape(inputs.shape)
-        if walk(self.model).fingerprint() != self._fingerprint:
+        if fingerprint(self.model) != self._fingerprint:
             self._analyse()  # the model was edited in place since
         dtype = self.derivative_dtype(keras.backend.standardize_dtype(inputs.dtype))
         if dtype == "float64":
