@@ -83,7 +83,13 @@ def as_float_array(x, who="derivatives()"):
             " For one feature, add its axis: x.reshape(-1, 1)." if x.ndim == 1 else ""
         )
         raise ValueError(f"{who} expects x of shape (n, d); got shape {x.shape}.{hint}")
-    if not keras.backend.is_float_dtype(keras.backend.standardize_dtype(x.dtype)):
+    try:
+        is_float = keras.backend.is_float_dtype(
+            keras.backend.standardize_dtype(x.dtype)
+        )
+    except ValueError:  # strings, objects: not a dtype Keras knows
+        is_float = False
+    if not is_float:
         raise TypeError(
             f"{who} got x of dtype {x.dtype}; derivatives need float "
             "inputs. Cast it first, e.g. x.astype('float32')."
@@ -171,6 +177,28 @@ def _outermost_wrappers(graph):
     return found
 
 
+def _made_by_wrapper(model):
+    """Whether every output of `model` is a DerivativeModel's own output,
+    directly or through nested models (read from the config's output
+    names: a layer's `output` is that of its first call only). None when
+    the config cannot be read."""
+    try:
+        ends = model.get_config()["output_layers"]
+    except Exception:  # noqa: BLE001 - a config Keras cannot make
+        return None
+    if isinstance(ends, dict):
+        ends = list(ends.values())
+    if ends and not isinstance(ends[0], list | tuple):
+        ends = [ends]
+    for name, *_ in ends:
+        layer = model.get_layer(name)
+        if isinstance(layer, DerivativeModel):
+            continue
+        if not (isinstance(layer, keras.Model) and _made_by_wrapper(layer)):
+            return False
+    return True
+
+
 def network_to_differentiate(model, graph=None):
     """The network whose derivatives a model is about: `model` itself,
     unless its outputs are a DerivativeModel's own (e.g. `{"d2y": d2u}`, a
@@ -181,11 +209,7 @@ def network_to_differentiate(model, graph=None):
     outputs = keras.tree.flatten(getattr(model, "outputs", None) or [])
     if not wrappers or not outputs:
         return model
-    made_by_wrappers = {
-        id(t) for step in wrappers for t in keras.tree.flatten(step.layer.output)
-    }
-    own = all(id(t) in made_by_wrappers for t in outputs)
-    if not own and len(outputs) == 1:
+    if len(outputs) == 1 and not _made_by_wrapper(model):
         return model  # one tensor computed from derivatives: differentiate it
     wrapped = []
     for step in wrappers:

@@ -160,6 +160,13 @@ def batch_dependent_layer(graph: Graph, training: bool | None):
 
 def raise_if_batch_dependent(graph: Graph, training: bool | None):
     path = batch_dependent_layer(graph, training)
+    if path is not None and training is None and _flag_unknown(graph, path):
+        raise ValueError(
+            f"Layer {path!r} of {graph.model.name!r} normalises with batch "
+            "statistics in training mode, and keras_deriv could not read from "
+            "the model's config whether this call runs it in training mode. "
+            "Call the DerivativeModel with training=False (or True) explicitly."
+        )
     if path is not None:
         raise ValueError(
             f"Layer {path!r} of {graph.model.name!r} normalises with batch "
@@ -168,6 +175,13 @@ def raise_if_batch_dependent(graph: Graph, training: bool | None):
             "one point's input is not defined. Freeze it (`layer.trainable = "
             "False` runs it in inference mode) or use LayerNormalization."
         )
+
+
+def _flag_unknown(graph, path):
+    return any(
+        step.path == path and step.training == UNKNOWN_TRAINING
+        for step in graph.all_steps()
+    )
 
 
 def random_masks(graph: Graph, training: bool | None) -> list[tuple[str, str]]:

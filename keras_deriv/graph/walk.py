@@ -22,7 +22,7 @@ from typing import Any
 
 import keras
 
-from keras_deriv.graph.registry import LayerFacts, facts_for
+from keras_deriv.graph.registry import LayerFacts, facts_for, inherited_facts
 
 KNOWN, MODEL, WRAPPER, OPAQUE = "known", "model", "wrapper", "opaque"
 # Opaque layers may hold references in cycles: look this deep, no deeper.
@@ -108,7 +108,6 @@ class Graph:
                 id(getattr(s.layer, "activation", None)),
                 getattr(s.layer, "quantization_mode", None),
                 str(getattr(s.layer, "dtype_policy", "")),
-                tuple(id(v) for v in getattr(s.layer, "weights", ())),
             )
             for s in self.all_steps()
         )
@@ -168,7 +167,7 @@ def _walk_functional(model, prefix, read_config):
     if nested and nodes is None:
         problem = problem or f"{model.name!r} nests a model and has no config"
     # Tensors are keyed by object id; with a nested Functional model, by the
-    # config's (layer, call, output) names: its `input` and `output` are its
+    # config's (layer, output index) names: its `input` and `output` are its
     # own, not the tensors of its call in this graph.
     by_name = nested and bool(nodes)
     steps, produced = [], set()
@@ -181,8 +180,8 @@ def _walk_functional(model, prefix, read_config):
         if isinstance(op, keras.layers.InputLayer):
             continue
         if by_name:
-            keys = [tuple(h) for h in nodes[op.name][1]]
-            listed, output = len(keys) != 1, (op.name, 0, 0)
+            keys = list(nodes[op.name][1])
+            listed, output = len(keys) != 1, (op.name, 0)
             if nodes[op.name][2] > 1 and problem is None:
                 problem = f"layer {op.name!r} is shared (called more than once)"
         else:
@@ -191,7 +190,10 @@ def _walk_functional(model, prefix, read_config):
             keys = [id(t) for t in inputs] if listed else [id(inputs)]
             output = id(op.output)
         if problem is None and not produced.issuperset(keys):
-            problem = f"layer {op.name!r} is shared (called more than once)"
+            problem = (
+                f"layer {op.name!r} is shared (called more than once) or takes "
+                "one of several outputs of a layer"
+            )
         produced.add(output)
         if nodes is None:  # the config could not be read
             call_kwargs = {"training": UNKNOWN_TRAINING}
@@ -230,44 +232,68 @@ UNKNOWN_TRAINING = "unknown"
 
 
 def _needs_flags(model):
-    """Whether a layer of `model` depends on its training flag, which only
-    the model's config records."""
+    """Whether a step of `model` may depend on its training flag, which
+    only the model's config records: a random or batch-statistics layer
+    (or a subclass of one), or anything that may hold one (a nested model,
+    a wrapper, a custom layer)."""
     for op in model.operations:
+        if isinstance(op, keras.layers.InputLayer):
+            continue
         facts = facts_for(op) if isinstance(op, keras.layers.Layer) else None
-        if facts is not None and (facts.stochastic or facts.batch_dependent(op)):
+        if facts is None or facts.inner is not None:
+            safety = inherited_facts(op) if isinstance(op, keras.layers.Layer) else None
+            if safety is None or safety.stochastic or safety.inner is not None:
+                return True
+            if safety.batch_dependent(op):
+                return True
+            continue
+        if facts.stochastic or facts.batch_dependent(op):
             return True
     return False
 
 
 def _first_calls(model):
     """Per layer name, `(kwargs, input names, number of calls)` of its
-    first call in `model` (e.g. `Dropout(0.5)(h, training=True)`), and under
-    `"__io__"` the names of the model's input and output tensors, read from
-    the model's config: Keras keeps call arguments nowhere else public. A
-    tensor's name is `(layer, call, output)`. None when the config cannot
-    be made (a layer without a config)."""
+    calls in `model` (e.g. `Dropout(0.5)(h, training=True)`; a training
+    flag of True in any call wins), and under `"__io__"` the names of the
+    model's input and output tensors, read from the model's config: Keras
+    keeps call arguments nowhere else public. A tensor's name is `(layer,
+    output index)`. None when the config cannot be read (a layer without a
+    config, a subclass with its own `get_config`)."""
     try:
         config = model.get_config()
+        found = {}
+        for entry in config["layers"]:
+            nodes = [n for n in entry.get("inbound_nodes") or [] if isinstance(n, dict)]
+            kwargs = dict(nodes[0].get("kwargs", {})) if nodes else {}
+            if any(n.get("kwargs", {}).get("training") is True for n in nodes):
+                kwargs["training"] = True
+            simple = {
+                k: v
+                for k, v in kwargs.items()
+                if isinstance(v, bool | int | float | str)
+            }
+            history = [
+                (name, tensor)
+                for name, _, tensor in _histories(
+                    nodes[0].get("args", ()) if nodes else ()
+                )
+            ]
+            found[entry["name"]] = (simple, history, len(nodes))
+        ends = [_first_end(config[k]) for k in ("input_layers", "output_layers")]
     except Exception:  # noqa: BLE001 - any failure: the flags are unknown
         return None
-    layers = config["layers"]
-    found = {}
-    for entry in layers:
-        nodes = entry.get("inbound_nodes") or []
-        node = nodes[0] if nodes and isinstance(nodes[0], dict) else {}
-        kwargs = node.get("kwargs", {})
-        simple = {
-            k: v for k, v in kwargs.items() if isinstance(v, bool | int | float | str)
-        }
-        history = list(_histories(node.get("args", ())))
-        found[entry.get("name")] = (simple, history, len(nodes))
-    ends = []
-    for key in ("input_layers", "output_layers"):
-        layers = config[key]
-        first = layers[0] if isinstance(layers[0], list | tuple) else layers
-        ends.append(tuple(first))
     found["__io__"] = tuple(ends)
     return found
+
+
+def _first_end(layers):
+    """`(layer, output index)` of the first entry of a config's
+    `input_layers`/`output_layers` (a triple, a list or a dict of them)."""
+    if isinstance(layers, dict):
+        layers = list(layers.values())
+    first = layers[0] if isinstance(layers[0], list | tuple) else layers
+    return (first[0], first[2])
 
 
 def _histories(value):

@@ -253,9 +253,10 @@ class DerivativeModel(keras.layers.Layer):
         on its structure: checks, verdict, engine. Done again if the model
         is edited in place (a swapped activation, `pop`, `quantize`)."""
         graph = walk(self.model)
-        self._fingerprint = fingerprint(self.model)
+        self._fingerprint = None  # set once every check below has passed
         self._out_shape = None  # known at the first call
         self._dtypes = {}
+        self._connection_checked = False
         checks.raise_if_static_cut(graph)
         self._verdict = curvature.graph_verdict(graph)
         if self._verdict == curvature.PIECEWISE_LINEAR and self.order >= 2:
@@ -275,6 +276,7 @@ class DerivativeModel(keras.layers.Layer):
             directions=directions,
             model_name=self.model.name,
         )
+        self._fingerprint = fingerprint(self.model)
         half = sorted(
             {
                 step.path
