@@ -70,13 +70,15 @@ def main(argv=None):
     try:
         inspect_model.run(args)
     except inspect_model.ModelLoadError as err:
-        print(f"keras-deriv inspect: {err}", file=sys.stderr)
+        print(f"keras-deriv inspect: {inspect_model.printable(err)}", file=sys.stderr)
         return 1
     except inspect_model.UsageError as err:
-        print(f"keras-deriv inspect: error: {err}", file=sys.stderr)
+        message = inspect_model.printable(err)
+        print(f"keras-deriv inspect: error: {message}", file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - one sentence, never a traceback
-        print(f"keras-deriv inspect: {one_line(err)}", file=sys.stderr)
+        message = inspect_model.printable(one_line(err))
+        print(f"keras-deriv inspect: {message}", file=sys.stderr)
         return 1
     return 0
 

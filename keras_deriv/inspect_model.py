@@ -114,6 +114,11 @@ def run(args, stream=None):
         )
     if args.at is not None and len(args.at) != width:
         raise UsageError(f"--at needs {width} values (one per input feature).")
+    lo, hi = args.range
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise UsageError(f"--range needs two finite numbers LO < HI; got {lo} {hi}.")
+    if args.at is not None and not np.all(np.isfinite(args.at)):
+        raise UsageError("--at needs finite numbers.")
     findings = find_zero_curvature_activations(net)
     verdict = curvature_verdict(net)
     x = slice_points(
@@ -170,18 +175,27 @@ def run(args, stream=None):
     return report
 
 
+def printable(text):
+    """`text` with control characters escaped: names come from the model
+    file, and a terminal escape sequence in one could redraw the screen."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+        for c in str(text)
+    )
+
+
 def print_report(report, stream):
+    model, network = printable(report["model"]), printable(report["network"])
     print(
-        f"{report['model']}: network {report['network']!r}, {report['input_width']} "
-        "input feature(s)",
+        f"{model}: network '{network}', {report['input_width']} input feature(s)",
         file=stream,
     )
     if report["findings"]:
         print("Activations whose second derivative vanishes:", file=stream)
         for f in report["findings"]:
             print(
-                f"  {f['layer']}: {f['activation']} (zero on {f['zero_fraction']:.0%} "
-                "of the probe grid)",
+                f"  {printable(f['layer'])}: {printable(f['activation'])} (zero on "
+                f"{f['zero_fraction']:.0%} of the probe grid)",
                 file=stream,
             )
     else:
@@ -202,4 +216,5 @@ def print_report(report, stream):
         f"exactly 0 at {report['d2y_zero_fraction']:.0%} of the points.",
         file=stream,
     )
-    print(f"Wrote {report['files']['png']} and {report['files']['csv']}", file=stream)
+    files = report["files"]
+    print(f"Wrote {printable(files['png'])} and {printable(files['csv'])}", file=stream)

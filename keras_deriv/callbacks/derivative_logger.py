@@ -1,6 +1,8 @@
 """`DerivativeLogger`: derivative curves and zero-curvature checks while a
 model trains."""
 
+import math
+import numbers
 import os
 import warnings
 from typing import Any
@@ -116,6 +118,13 @@ class DerivativeLogger(keras.callbacks.Callback):
     ):
         super().__init__()
         self.x = as_float_array(x, "DerivativeLogger")
+        if len(self.x) == 0:
+            raise ValueError("DerivativeLogger got no probe points (x has 0 rows).")
+        for name, value in (("feature", feature), ("output", output)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"`{name}` must be an int index; got {value!r}.")
+            if value < 0:
+                raise ValueError(f"`{name}` must be a non-negative index; got {value}.")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"`every` must be a positive int; got {every!r}.")
         self.every = every
@@ -197,6 +206,13 @@ class DerivativeLogger(keras.callbacks.Callback):
                     hessian=self.hessian,
                     wrt=self.wrt,
                 )
+        y_shape = self._evaluator.layer.compute_output_shape((None, self.x.shape[1]))[0]
+        components = math.prod(y_shape[1:])
+        if self.output >= components:
+            raise ValueError(
+                f"`output`={self.output} names an output component beyond the "
+                f"network's {components} (valid: 0 to {components - 1})."
+            )
         self._summaries = None
         if self.log_dir is not None:
             self._guard("create log_dir", os.makedirs, self.log_dir, exist_ok=True)

@@ -1,0 +1,66 @@
+"""Hostile and unlucky inputs to the command line and the logger: clear
+errors, nothing printed raw."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_deriv import DerivativeLogger
+from keras_deriv.cli import main
+
+
+def small_net(name="net"):
+    return keras.Sequential(
+        [
+            keras.Input((1,)),
+            keras.layers.Dense(4, activation="tanh"),
+            keras.layers.Dense(1),
+        ],
+        name=name,
+    )
+
+
+def test_names_with_terminal_escapes_are_printed_escaped(tmp_path, capsys):
+    net = small_net()
+    net.layers[0].activation = keras.activations.relu
+    net.name = "evil\x1b[2Jname"
+    path = str(tmp_path / "evil.keras")
+    net.save(path)
+    # TensorFlow refuses such a name in its scopes: then a one-line error
+    status = main(["inspect", path, "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
+    # escaped, or (from Keras's error messages) stripped: never raw
+    assert status in (0, 1) and "\x1b" not in text and "evil" in text
+
+
+@pytest.mark.parametrize(
+    "extra", [["--range", "nan", "nan"], ["--range", "1", "0"], ["--at", "inf"]]
+)
+def test_a_bad_slice_is_a_usage_error(tmp_path, capsys, extra):
+    path = str(tmp_path / "net.keras")
+    small_net().save(path)
+    assert main(["inspect", path, "--out", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "finite" in err or "LO < HI" in err
+
+
+def test_logger_arguments_are_checked_when_made():
+    x = np.ones((4, 1), "float32")
+    with pytest.raises(ValueError, match="no probe points"):
+        DerivativeLogger(np.ones((0, 1), "float32"))
+    with pytest.raises(TypeError, match="`feature`"):
+        DerivativeLogger(x, feature=0.5)
+    with pytest.raises(TypeError, match="`output`"):
+        DerivativeLogger(x, output=True)
+
+
+def test_logger_output_beyond_the_network_is_refused_before_training():
+    net = small_net()
+    net.compile("adam", "mse")
+    x = np.linspace(0, 1, 8, dtype="float32").reshape(-1, 1)
+    weights = [w.copy() for w in net.get_weights()]
+    with pytest.raises(ValueError, match="output component"):
+        net.fit(x, x, epochs=1, verbose=0, callbacks=[DerivativeLogger(x, output=5)])
+    for before, after in zip(weights, net.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)
