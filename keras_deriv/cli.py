@@ -1,60 +1,28 @@
-"""The `keras-deriv` command line (also `python -m keras_deriv`).
+"""The `keras-deriv` commands (also `python -m keras_deriv`); the entry
+point that parses the command line is `keras_deriv_cli`.
 
-Exit codes: 0 success, 1 the model cannot be loaded, 2 usage error.
+Exit codes: 0 success, 1 the model cannot be loaded or inspected, 2 usage
+error.
 """
 
-import argparse
 import re
 import sys
 
+import keras_deriv_cli
+
 
 def parser():
-    root = argparse.ArgumentParser(
-        prog="keras-deriv",
-        description="Input derivatives of Keras models: the demo and model inspection.",
-    )
-    commands = root.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
-        "demo",
-        help="fit y = x^2 with a ReLU and smooth nets and compare their derivatives",
-    )
-    demo.add_argument("--out", default="keras_deriv_demo", help="folder for demo.png")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    inspect = commands.add_parser(
-        "inspect", help="zero-curvature findings and derivative curves of a saved model"
-    )
-    inspect.add_argument("model", help="path of a .keras file")
-    inspect.add_argument(
-        "--range",
-        nargs=2,
-        type=float,
-        default=(0.0, 1.0),
-        metavar=("LO", "HI"),
-        help="slice of the feature (default 0 1)",
-    )
-    inspect.add_argument("--points", type=int, default=200, help="points on the slice")
-    inspect.add_argument("--feature", type=int, default=0, help="input feature to vary")
-    inspect.add_argument(
-        "--at",
-        nargs="+",
-        type=float,
-        default=None,
-        metavar="V",
-        help="values of all input features off the slice (default 0)",
-    )
-    inspect.add_argument("--out", default=".", help="folder for the PNG and CSV")
-    inspect.add_argument("--json", action="store_true", help="print one JSON object")
-    inspect.add_argument(
-        "--unsafe",
-        action="store_true",
-        help="load with safe_mode=False: runs Python code stored in the file; "
-        "only for files you trust",
-    )
-    return root
+    """The argument parser (defined with the entry point, which imports
+    nothing heavy)."""
+    return keras_deriv_cli.parser()
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
+    """`keras-deriv ARGS`; returns the exit code."""
+    return keras_deriv_cli.main(argv)
+
+
+def run_command(args):
     if args.command == "demo":
         from keras_deriv import demo
 

@@ -64,3 +64,40 @@ def test_logger_output_beyond_the_network_is_refused_before_training():
         net.fit(x, x, epochs=1, verbose=0, callbacks=[DerivativeLogger(x, output=5)])
     for before, after in zip(weights, net.get_weights(), strict=True):
         np.testing.assert_array_equal(before, after)
+
+
+def test_help_and_version_import_no_framework():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, keras_deriv_cli\n"
+        "for argv in (['--version'], ['--help'], ['inspect', '--help']):\n"
+        "    try:\n"
+        "        keras_deriv_cli.main(argv)\n"
+        "    except SystemExit as stop:\n"
+        "        assert stop.code == 0, stop.code\n"
+        "heavy = {'keras', 'tensorflow', 'jax', 'torch', 'keras_deriv'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "keras-deriv" in out and out.strip().endswith("[]")
+
+
+def test_the_keras_floor_has_no_known_safe_mode_bypass_and_is_installed():
+    import importlib.metadata
+    import pathlib
+    import re
+
+    pyproject = pathlib.Path(__file__).resolve().parents[1] / "pyproject.toml"
+    floor = re.search(r'"keras>=([\d.]+)"', pyproject.read_text()).group(1)
+
+    def version(text):
+        return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+    # 3.15.1: the first release past every published safe-mode bypass
+    # (see docs/security.md); the suite runs on an installed Keras above it
+    assert version(floor) >= (3, 15, 1)
+    assert version(importlib.metadata.version("keras")) >= version(floor)

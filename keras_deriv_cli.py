@@ -1,0 +1,80 @@
+"""The `keras-deriv` command's entry point: parses the command line and
+answers `--help` and `--version` without importing keras_deriv, Keras or a
+framework (importing keras_deriv imports Keras and its backend, which takes
+seconds). The commands themselves run in `keras_deriv.cli`.
+
+Exit codes: 0 success, 1 the model cannot be loaded or inspected, 2 usage
+error.
+"""
+
+import argparse
+import importlib.metadata
+import os
+import sys
+
+
+def version():
+    try:
+        return importlib.metadata.version("keras-deriv")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def parser():
+    root = argparse.ArgumentParser(
+        prog="keras-deriv",
+        description="Input derivatives of Keras models: the demo and model inspection.",
+    )
+    root.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    commands = root.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo",
+        help="fit y = x^2 with a ReLU and smooth nets and compare their derivatives",
+    )
+    demo.add_argument("--out", default="keras_deriv_demo", help="folder for demo.png")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    inspect = commands.add_parser(
+        "inspect", help="zero-curvature findings and derivative curves of a saved model"
+    )
+    inspect.add_argument("model", help="path of a .keras file")
+    inspect.add_argument(
+        "--range",
+        nargs=2,
+        type=float,
+        default=(0.0, 1.0),
+        metavar=("LO", "HI"),
+        help="slice of the feature (default 0 1)",
+    )
+    inspect.add_argument("--points", type=int, default=200, help="points on the slice")
+    inspect.add_argument("--feature", type=int, default=0, help="input feature to vary")
+    inspect.add_argument(
+        "--at",
+        nargs="+",
+        type=float,
+        default=None,
+        metavar="V",
+        help="values of all input features off the slice (default 0)",
+    )
+    inspect.add_argument("--out", default=".", help="folder for the PNG and CSV")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="load with safe_mode=False: runs Python code stored in the file; "
+        "only for files you trust",
+    )
+    return root
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    # This process is the command line's own: TensorFlow's start-up banner
+    # is noise here (a library would not touch the environment).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from keras_deriv.cli import run_command
+
+    return run_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
