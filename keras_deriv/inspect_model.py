@@ -2,6 +2,7 @@
 curves of a saved model along one input feature."""
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -30,7 +31,74 @@ class UsageError(ValueError):
     """Arguments that do not fit the model (exit code 2)."""
 
 
-def load(path, unsafe=False):
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What `inspect` accepts from a model file, checked before anything is
+    extracted or parsed (Keras checks archive members one by one, not their
+    total, and builds whatever sizes the config names)."""
+
+    archive_bytes: int = 2**30  # the file itself
+    members_bytes: int = 2**31  # all members, uncompressed
+    config_bytes: int = 16 * 2**20  # config.json, uncompressed
+    size_value: int = 10**8  # any units/filters/dim in the config
+
+
+_SIZE_KEYS = ("units", "filters", "input_dim", "output_dim", "num_heads", "key_dim")
+
+
+def check_archive(path, limits=Limits()):
+    """Refuse, in one sentence, an archive beyond `limits`."""
+    size = os.path.getsize(path)
+    if size > limits.archive_bytes:
+        raise ModelLoadError(
+            f"{path} is {size} bytes, over inspect's limit of {limits.archive_bytes}."
+        )
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        total = sum(m.file_size for m in members)
+        if total > limits.members_bytes:
+            raise ModelLoadError(
+                f"{path} would extract to {total} bytes, over inspect's limit of "
+                f"{limits.members_bytes}."
+            )
+        config = next((m for m in members if m.filename == "config.json"), None)
+        if config is None:
+            raise ModelLoadError(f"{path} has no config.json: not a .keras model file.")
+        if config.file_size > limits.config_bytes:
+            raise ModelLoadError(
+                f"{path}'s config.json is {config.file_size} bytes, over inspect's "
+                f"limit of {limits.config_bytes}."
+            )
+        try:
+            text = archive.read(config).decode("utf-8")
+            parsed = json.loads(text)
+        except (UnicodeDecodeError, ValueError) as err:
+            raise ModelLoadError(f"{path}'s config.json is not valid JSON.") from err
+    largest = _largest_size(parsed)
+    if largest > limits.size_value:
+        raise ModelLoadError(
+            f"{path} asks for a layer size of {largest}, over inspect's limit of "
+            f"{limits.size_value}: building it would exhaust memory."
+        )
+
+
+def _largest_size(value):
+    """The largest integer a config gives a layer-size key."""
+    largest = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, v in item.items():
+                if key in _SIZE_KEYS and isinstance(v, int) and not isinstance(v, bool):
+                    largest = max(largest, v)
+                stack.append(v)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return largest
+
+
+def load(path, unsafe=False, limits=Limits()):
     """Load a `.keras` model (safe mode unless `unsafe`), or raise
     `ModelLoadError` with one clear sentence."""
     if not os.path.exists(path):
@@ -38,8 +106,11 @@ def load(path, unsafe=False):
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(
             f"{path} is not a Keras model file (a .keras file is a zip archive); "
-            "it may be corrupt or of another format."
+            "it may be corrupt or of another format. A legacy .h5 file converts "
+            "with keras.models.load_model('m.h5').save('m.keras'), in a Python "
+            "that trusts it."
         )
+    check_archive(path, limits)
     try:
         return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
     except Exception as err:  # noqa: BLE001 - any loading failure is reported

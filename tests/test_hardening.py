@@ -101,3 +101,48 @@ def test_the_keras_floor_has_no_known_safe_mode_bypass_and_is_installed():
     # (see docs/security.md); the suite runs on an installed Keras above it
     assert version(floor) >= (3, 15, 1)
     assert version(importlib.metadata.version("keras")) >= version(floor)
+
+
+def _archive(path, members):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return str(path)
+
+
+def test_inspect_limits_are_checked_before_extracting(tmp_path):
+    import json
+
+    from keras_deriv import inspect_model
+
+    small = inspect_model.Limits(
+        members_bytes=10**6, config_bytes=10**4, size_value=10**6
+    )
+    config = json.dumps({"class_name": "Sequential", "config": {"layers": []}})
+    bomb = _archive(
+        tmp_path / "bomb.keras", {"config.json": config, "a": b"\0" * 2 * 10**6}
+    )
+    with pytest.raises(inspect_model.ModelLoadError, match="would extract"):
+        inspect_model.load(bomb, limits=small)
+    big = _archive(tmp_path / "big.keras", {"config.json": " " * 20000 + config})
+    with pytest.raises(inspect_model.ModelLoadError, match="config.json is"):
+        inspect_model.load(big, limits=small)
+    huge = json.dumps({"config": {"layers": [{"config": {"units": 2**31 - 1}}]}})
+    wide = _archive(tmp_path / "wide.keras", {"config.json": huge})
+    with pytest.raises(inspect_model.ModelLoadError, match="layer size of 2147483647"):
+        inspect_model.load(wide)  # the default limits
+    junk = _archive(tmp_path / "junk.keras", {"config.json": b"\xff\xfe not json"})
+    with pytest.raises(inspect_model.ModelLoadError, match="not valid JSON"):
+        inspect_model.load(junk)
+
+
+def test_a_units_bomb_is_refused_by_the_command_in_one_line(tmp_path, capsys):
+    import json
+
+    huge = json.dumps({"config": {"layers": [{"config": {"units": 2**31 - 1}}]}})
+    path = _archive(tmp_path / "wide.keras", {"config.json": huge})
+    assert main(["inspect", path, "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "exhaust memory" in err
