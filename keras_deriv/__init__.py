@@ -9,6 +9,7 @@ from keras_deriv.analysis.curvature import (
     has_identically_zero_curvature,
 )
 from keras_deriv.callbacks.derivative_logger import DerivativeLogger
+from keras_deriv.curve_store import load_curves
 from keras_deriv.errors import (
     NotDifferentiableError,
     PrecisionWarning,
@@ -30,4 +31,5 @@ __all__ = [
     "derivatives",
     "find_zero_curvature_activations",
     "has_identically_zero_curvature",
+    "load_curves",
 ]

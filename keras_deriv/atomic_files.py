@@ -6,13 +6,29 @@ import os
 import tempfile
 
 
+def _umask():
+    """The process's umask, read without changing it (os.umask can only
+    set it, and setting it is global state another thread may see)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
 def write_atomically(path, write):
-    """Call `write(tmp_path)` to produce the file, then move it to `path`."""
+    """Call `write(tmp_path)` to produce the file, then move it to `path`.
+    The file gets the permissions a plain `open()` would give it (mkstemp
+    makes it private to the user)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     suffix = os.path.splitext(path)[1]
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         write(tmp)
         os.replace(tmp, path)

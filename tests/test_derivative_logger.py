@@ -17,6 +17,7 @@ from keras_deriv import (
 )
 from keras_deriv import plotting as plotting_module
 from keras_deriv.atomic_files import write_atomically
+from keras_deriv.curve_store import load_curves
 
 X = np.linspace(0, 1, 200, dtype="float32").reshape(-1, 1)
 PROBE = X[::4]
@@ -99,14 +100,14 @@ def test_curves_in_memory_follow_every_and_training():
 def test_files_hold_every_logged_epoch(tmp_path):
     logger = DerivativeLogger(PROBE, log_dir=tmp_path, every=1)
     fit(net(), logger, epochs=3)
-    data = np.load(tmp_path / "derivatives.npz")
+    data = load_curves(tmp_path)
     assert list(data["epochs"]) == [0, 1, 2]
     assert data["y"].shape == (3, 50, 1) and data["d2y"].shape == (3, 50, 1, 1)
     np.testing.assert_array_equal(data["x"], PROBE)
     np.testing.assert_array_equal(data["dy"][-1], logger.curves["dy"][-1])
     png = (tmp_path / "derivatives.png").read_bytes()
     assert png.startswith(b"\x89PNG")
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    assert not [p for p in tmp_path.rglob(".tmp-*")]
 
 
 def test_interrupted_fit_leaves_logged_epochs_readable(tmp_path):
@@ -118,7 +119,7 @@ def test_interrupted_fit_leaves_logged_epochs_readable(tmp_path):
     logger = DerivativeLogger(PROBE, log_dir=tmp_path)
     with pytest.raises(KeyboardInterrupt):
         fit(net(), logger, epochs=10, callbacks=[Interrupt()])
-    assert list(np.load(tmp_path / "derivatives.npz")["epochs"]) == [0, 1, 2]
+    assert list(load_curves(tmp_path)["epochs"]) == [0, 1, 2]
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -156,7 +157,7 @@ def test_a_failing_plot_warns_once_and_the_curves_are_still_written(
     with pytest.warns(RuntimeWarning, match="could not plot the curves") as record:
         fit(net(), logger, epochs=3)
     assert len([w for w in record if "plot" in str(w.message)]) == 1
-    assert list(np.load(tmp_path / "derivatives.npz")["epochs"]) == [0, 1, 2]
+    assert list(load_curves(tmp_path)["epochs"]) == [0, 1, 2]
 
 
 def test_tensorboard_events_hold_scalars_and_the_figure(tmp_path):

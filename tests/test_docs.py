@@ -8,6 +8,7 @@ import pytest
 
 import keras_deriv.analysis.curvature
 import keras_deriv.callbacks.derivative_logger
+import keras_deriv.curve_store
 import keras_deriv.evaluation
 import keras_deriv.layers.derivative_model
 
@@ -39,6 +40,7 @@ def test_markdown_example_runs(code, tmp_path, monkeypatch):
         keras_deriv.evaluation,
         keras_deriv.analysis.curvature,
         keras_deriv.callbacks.derivative_logger,
+        keras_deriv.curve_store,
     ],
 )
 def test_docstring_examples_run(module):

@@ -11,9 +11,8 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from keras_deriv import plotting
+from keras_deriv import curve_store, plotting
 from keras_deriv.analysis import curvature
-from keras_deriv.atomic_files import write_atomically
 from keras_deriv.errors import ZeroCurvatureError, ZeroCurvatureWarning
 from keras_deriv.evaluation import Evaluator, as_float_array, network_to_differentiate
 from keras_deriv.options import (
@@ -26,8 +25,11 @@ from keras_deriv.options import (
 from keras_deriv.summary_writer import SummaryWriter, TensorBoardUnavailable
 
 ON_ZERO_CURVATURE = ("warn", "raise", "stop", "ignore")
-CURVES_FILE = "derivatives.npz"
 PLOT_FILE = "derivatives.png"
+# In-memory curves kept when the full history is on disk.
+KEEP_WITH_LOG_DIR = 64
+# Lines on the plot: the first logged epoch, the latest, some in between.
+PLOTTED_EPOCHS = 8
 
 
 class DerivativeLogger(keras.callbacks.Callback):
@@ -44,10 +46,13 @@ class DerivativeLogger(keras.callbacks.Callback):
       higher orders;
     - keeps the curves in memory: `logger.epochs` and `logger.curves`
       (`{"y": [...], "dy": [...], ...}`, one array per logged epoch);
-    - with `log_dir`, writes `derivatives.npz` (x, epochs, y, dy, d2y, ... of
-      every epoch logged so far) and, with `plot=True`, `derivatives.png`,
-      both atomically after each logged epoch; with `tensorboard=True`, the
-      scalars and the figure as TensorBoard summaries in `log_dir`.
+    - with `log_dir`, writes one file per logged epoch to `log_dir/curves/`
+      (append-only and atomic: a resumed run adds to them, a killed run
+      loses no completed epoch; read them back with `load_curves(log_dir)`)
+      and, with `plot=True`, `derivatives.png` (the first, the latest and a
+      few logged epochs between); with `tensorboard=True`, the scalars and
+      the figure as TensorBoard summaries in `log_dir`. One logger writes
+      to a `log_dir` at a time.
 
     It checks for identically zero curvature (a piecewise-linear network,
     e.g. ReLU everywhere): statically at the start of training, and at each
@@ -66,7 +71,7 @@ class DerivativeLogger(keras.callbacks.Callback):
             `DerivativeModel`. Defaults to `"diagonal"`.
         wrt: input features to differentiate, or `None` for all. Defaults
             to `None`.
-        log_dir: folder for the `.npz`, the PNG and TensorBoard events;
+        log_dir: folder for the curves, the PNG and TensorBoard events;
             `None` keeps everything in memory. Defaults to `None`.
         plot: write `derivatives.png` in `log_dir`. Defaults to `True`.
         tensorboard: write TensorBoard scalars and images in `log_dir`
@@ -83,6 +88,9 @@ class DerivativeLogger(keras.callbacks.Callback):
             Defaults to `0`.
         batch_size: chunk size for large probe sets; `None` for up to 4096
             points at a time. Defaults to `None`.
+        keep: how many of the latest logged epochs `logger.curves` holds in
+            memory; `None` for all without `log_dir`, 64 with one (the whole
+            history is on disk). Defaults to `None`.
 
     Examples:
         >>> import numpy as np, keras
@@ -115,6 +123,7 @@ class DerivativeLogger(keras.callbacks.Callback):
         feature: int = 0,
         output: int = 0,
         batch_size: int | None = None,
+        keep: int | None = None,
     ):
         super().__init__()
         self.x = as_float_array(x, "DerivativeLogger")
@@ -143,7 +152,13 @@ class DerivativeLogger(keras.callbacks.Callback):
         self.feature = feature
         self.output = output
         self.batch_size = batch_size
+        if keep is None:
+            keep = KEEP_WITH_LOG_DIR if self.log_dir is not None else None
+        elif isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"`keep` must be a positive int or None; got {keep!r}.")
+        self.keep = keep
         self._evaluator = None
+        self._disk = False
         self.epochs = []
         self.curves = {}
 
@@ -213,21 +228,43 @@ class DerivativeLogger(keras.callbacks.Callback):
                 f"`output`={self.output} names an output component beyond the "
                 f"network's {components} (valid: 0 to {components - 1})."
             )
+        self._verdict = self._evaluator.layer.curvature
+        if self.order >= 2 and self._verdict == curvature.PIECEWISE_LINEAR:
+            self._report_zero_curvature(curvature.zero_curvature_message(net))
         self._summaries = None
+        self._disk = False
         if self.log_dir is not None:
-            self._guard("create log_dir", os.makedirs, self.log_dir, exist_ok=True)
+            self._open_log_dir()
         if self.tensorboard:
             self._summaries = self._guard(
                 "open TensorBoard events", SummaryWriter, self.log_dir
             )
-        self._verdict = self._evaluator.layer.curvature
-        if self.order >= 2 and self._verdict == curvature.PIECEWISE_LINEAR:
-            self._report_zero_curvature(curvature.zero_curvature_message(net))
+
+    def _open_log_dir(self):
+        """Lock the log_dir, clean what a killed run left, record the probe
+        points. Another logger writing there, or curves of other probe
+        points, are errors before training; an unwritable log_dir is a
+        warning (training goes on, in memory)."""
+        try:
+            curve_store.acquire(self.log_dir, self)
+        except curve_store.LogDirInUse as err:
+            raise ValueError(
+                f"DerivativeLogger cannot write to log_dir: {err}. Give each "
+                "logger its own log_dir."
+            ) from None
+        except OSError as err:
+            self._guard("create log_dir", _raise, err)
+            return
+        curve_store.remove_stale_temporaries(self.log_dir)
+        curve_store.write_probe(self.log_dir, self.x)
+        self._disk = True
 
     def on_train_end(self, logs=None):
         if self._summaries is not None:
             self._guard("close TensorBoard events", self._summaries.close)
             self._summaries = None
+        if self.log_dir is not None:
+            curve_store.release(self.log_dir, self)
 
     # -- each logged epoch ----------------------------------------------------
 
@@ -238,11 +275,18 @@ class DerivativeLogger(keras.callbacks.Callback):
         self.epochs.append(epoch)
         for key, value in zip(self.keys, values, strict=True):
             self.curves[key].append(value)
+        if self.keep is not None and len(self.epochs) > self.keep:
+            del self.epochs[: -self.keep]
+            for per_epoch in self.curves.values():
+                del per_epoch[: -self.keep]
         scalars = self._scalars(values)
         if logs is not None:
             logs.update(scalars)
-        if self.log_dir is not None:
-            self._guard("write the curves", self._write_curves)
+        if self._disk:
+            arrays = dict(zip(self.keys, values, strict=True))
+            self._guard(
+                "write the curves", curve_store.write_epoch, self.log_dir, epoch, arrays
+            )
             if self.plot or self._summaries is not None:
                 fig = self._guard("plot the curves", self.figure)
                 if fig is not None and self.plot:
@@ -275,23 +319,18 @@ class DerivativeLogger(keras.callbacks.Callback):
     def figure(self):
         """The figure of every logged epoch's curves (a matplotlib Figure)."""
         column = self.wrt[self.feature] if self.wrt is not None else self.feature
+        shown = _spread(len(self.epochs), PLOTTED_EPOCHS)
         curves = {
-            key: [self._panel(key, v) for v in per_epoch]
+            key: [self._panel(key, per_epoch[i]) for i in shown]
             for key, per_epoch in self.curves.items()
         }
         return plotting.epoch_curves_figure(
             self.x[:, column],
             curves,
-            [e + 1 for e in self.epochs],
+            [self.epochs[i] + 1 for i in shown],
             xlabel=f"x[{column}]",
             title="Derivatives during training",
         )
-
-    def _write_curves(self):
-        arrays = {"x": self.x, "epochs": np.asarray(self.epochs)}
-        arrays.update({key: np.stack(v) for key, v in self.curves.items()})
-        path = os.path.join(self.log_dir, CURVES_FILE)
-        write_atomically(path, lambda tmp: np.savez(tmp, **arrays))
 
     def _write_summaries(self, epoch, scalars, fig):
         for tag, value in scalars.items():
@@ -350,3 +389,15 @@ class DerivativeLogger(keras.callbacks.Callback):
             ZeroCurvatureWarning,
             stacklevel=2,
         )
+
+
+def _spread(count, most):
+    """Up to `most` indices of `count`, first and last included, evenly
+    spread."""
+    if count <= most:
+        return list(range(count))
+    return sorted({round(i * (count - 1) / (most - 1)) for i in range(most)})
+
+
+def _raise(err):
+    raise err
