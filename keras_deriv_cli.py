@@ -56,6 +56,13 @@ def parser():
         help="values of all input features off the slice (default 0)",
     )
     inspect.add_argument("--out", default=".", help="folder for the PNG and CSV")
+    inspect.add_argument(
+        "--network",
+        default=None,
+        metavar="NAME",
+        help="the layer or sub-model to differentiate (default: the model, or the "
+        "network its DerivativeModel wraps)",
+    )
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.add_argument(
         "--unsafe",

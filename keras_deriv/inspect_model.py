@@ -103,6 +103,14 @@ def load(path, unsafe=False, limits=Limits()):
     `ModelLoadError` with one clear sentence."""
     if not os.path.exists(path):
         raise ModelLoadError(f"No such file: {path}.")
+    if not path.endswith(".keras"):
+        # Keras picks its loader by the extension, and its legacy .h5
+        # loader ignores safe mode: only .keras archives are loaded here.
+        raise ModelLoadError(
+            f"{path} is not a .keras file. inspect loads .keras archives only; a "
+            "legacy .h5 file converts with keras.models.load_model('m.h5')"
+            ".save('m.keras'), in a Python that trusts it."
+        )
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(
             f"{path} is not a Keras model file (a .keras file is a zip archive); "
@@ -115,7 +123,12 @@ def load(path, unsafe=False, limits=Limits()):
         return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
     except Exception as err:  # noqa: BLE001 - any loading failure is reported
         text = str(err)
-        if "safe_mode" in text:
+        chain = [text]
+        cause = err.__cause__ or err.__context__
+        while cause is not None and len(chain) < 20:
+            chain.append(str(cause))
+            cause = cause.__cause__ or cause.__context__
+        if any("safe_mode" in link for link in chain):
             raise ModelLoadError(
                 f"{path} contains Python code (e.g. a Lambda layer) that safe mode "
                 "refuses to run. If you trust its source, pass --unsafe: loading "
@@ -126,9 +139,27 @@ def load(path, unsafe=False, limits=Limits()):
         raise ModelLoadError(f"Could not load {path}: {first}") from err
 
 
+def _network(model, name):
+    """The network to differentiate: `--network NAME` (a layer of the model,
+    nested ones included), else what `derivatives()` would pick."""
+    if name is None:
+        try:
+            return network_to_differentiate(model)
+        except ValueError as err:
+            raise UsageError(f"{err} Name one with --network NAME.") from None
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        if layer.name == name:
+            return layer
+        stack.extend(getattr(layer, "layers", []))
+    raise UsageError(f"--network {name!r}: the model has no layer of that name.")
+
+
 def input_width(net):
     try:
-        width = net.inputs[0].shape[-1]
+        inputs = getattr(net, "inputs", None) or [net.input]
+        width = keras.tree.flatten(inputs)[0].shape[-1]
     except (AttributeError, IndexError, TypeError, ValueError):
         width = None
     if width is None:
@@ -177,7 +208,7 @@ def run(args, stream=None):
     """Inspect `args.model`; returns the report dict (also printed)."""
     stream = stream or sys.stdout
     model = load(args.model, unsafe=args.unsafe)
-    net = network_to_differentiate(model)
+    net = _network(model, args.network)
     width = input_width(net)
     if not 0 <= args.feature < width:
         raise UsageError(
@@ -199,7 +230,16 @@ def run(args, stream=None):
         warnings.simplefilter("ignore", ZeroCurvatureWarning)  # reported below
         values = derivatives(net, x, order=2)
     table = curves(values, args.feature)
-    os.makedirs(args.out, exist_ok=True)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} is a file, not a folder.")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as err:
+        raise UsageError(
+            f"--out {args.out} cannot be created ({err.strerror})."
+        ) from None
+    if not os.access(args.out, os.W_OK):
+        raise UsageError(f"--out {args.out} is not writable.")
     stem = os.path.splitext(os.path.basename(args.model))[0]
     png = os.path.join(args.out, f"{stem}_derivatives.png")
     csv_path = os.path.join(args.out, f"{stem}_derivatives.csv")

@@ -146,3 +146,26 @@ def test_a_units_bomb_is_refused_by_the_command_in_one_line(tmp_path, capsys):
     assert main(["inspect", path, "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "exhaust memory" in err
+
+
+def test_only_keras_archives_are_loaded_even_a_zip_named_h5(tmp_path, capsys):
+    polyglot = _archive(tmp_path / "model.h5", {"config.json": "{}"})
+    assert main(["inspect", polyglot, "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "not a .keras file" in err and ".save('m.keras')" in err
+
+
+def test_network_and_out_options(tmp_path, capsys):
+    inputs = keras.Input((1,))
+    h = keras.layers.Dense(4, activation="tanh", name="trunk")(inputs)
+    two = keras.Model(inputs, [keras.layers.Dense(1)(h), keras.layers.Dense(1)(h)])
+    path = str(tmp_path / "two.keras")
+    two.save(path)
+    assert main(["inspect", path, "--out", str(tmp_path), "--network", "trunk"]) == 0
+    assert "network 'trunk'" in capsys.readouterr().out
+    assert main(["inspect", path, "--network", "nope"]) == 2
+    assert "no layer of that name" in capsys.readouterr().err
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert main(["inspect", path, "--network", "trunk", "--out", str(a_file)]) == 2
+    assert "is a file" in capsys.readouterr().err
