@@ -63,8 +63,11 @@ def test_two_loggers_never_share_a_log_dir(tmp_path):
 
 def test_other_probe_points_in_the_same_log_dir_are_refused(tmp_path):
     fit(net(), DerivativeLogger(PROBE, log_dir=tmp_path, plot=False), epochs=1)
+    other = DerivativeLogger(PROBE * 2, log_dir=tmp_path, plot=False)
     with pytest.raises(ValueError, match="other probe points"):
-        fit(net(), DerivativeLogger(PROBE * 2, log_dir=tmp_path, plot=False), epochs=1)
+        fit(net(), other, epochs=1)
+    # the refused logger holds no lock: the folder stays usable
+    fit(net(), DerivativeLogger(PROBE, log_dir=tmp_path, plot=False), epochs=1)
 
 
 def test_a_stale_lock_and_temporaries_of_a_killed_run_are_cleaned(tmp_path):

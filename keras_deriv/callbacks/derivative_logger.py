@@ -255,8 +255,16 @@ class DerivativeLogger(keras.callbacks.Callback):
         except OSError as err:
             self._guard("create log_dir", _raise, err)
             return
-        curve_store.remove_stale_temporaries(self.log_dir)
-        curve_store.write_probe(self.log_dir, self.x)
+        try:
+            curve_store.remove_stale_temporaries(self.log_dir)
+            curve_store.write_probe(self.log_dir, self.x)
+        except ValueError:
+            curve_store.release(self.log_dir, self)
+            raise
+        except OSError as err:
+            curve_store.release(self.log_dir, self)
+            self._guard("write the probe points", _raise, err)
+            return
         self._disk = True
 
     def on_train_end(self, logs=None):
