@@ -58,7 +58,9 @@ def acquire(log_dir, owner):
         return
     if holder is not None:
         raise LogDirInUse(
-            f"another DerivativeLogger of this process writes to {log_dir}"
+            f"another DerivativeLogger of this process writes to {log_dir} (if "
+            "its training stopped with an error, call its on_train_end() or "
+            "delete it)"
         )
     os.makedirs(log_dir, exist_ok=True)
     while True:
