@@ -13,6 +13,7 @@ from keras_deriv.curve_store import load_curves
 from keras_deriv.errors import (
     NotDifferentiableError,
     PrecisionWarning,
+    UnsavableModelError,
     ZeroCurvatureError,
     ZeroCurvatureWarning,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "DerivativeModel",
     "NotDifferentiableError",
     "PrecisionWarning",
+    "UnsavableModelError",
     "ZeroCurvatureError",
     "ZeroCurvatureFinding",
     "ZeroCurvatureWarning",

@@ -10,6 +10,13 @@ class NotDifferentiableError(ValueError):
     """
 
 
+class UnsavableModelError(ValueError):
+    """Raised while saving a model that Keras would write but could not load
+    again: a layer called both inside the network a `DerivativeModel` wraps
+    and outside it. Raised before a weight is written; the message says how
+    to restructure the model or to save its weights instead."""
+
+
 class ZeroCurvatureWarning(UserWarning):
     """A second or higher derivative was requested from a network whose
     curvature is identically zero (a piecewise-linear network)."""

@@ -13,6 +13,7 @@ from keras_deriv.analysis import checks, curvature
 from keras_deriv.engines import autodiff, select, taylor
 from keras_deriv.errors import NotDifferentiableError, PrecisionWarning
 from keras_deriv.graph.walk import fingerprint, walk
+from keras_deriv.layers.network_saving import network_entries, pop_network
 from keras_deriv.options import (
     OUTPUT_KEYS,
     check_hessian,
@@ -492,7 +493,7 @@ class DerivativeModel(keras.layers.Layer):
         config = super().get_config()
         config.update(
             {
-                "model": keras.saving.serialize_keras_object(self.model),
+                **network_entries(self.model, self.name),
                 "order": self.order,
                 "hessian": self.hessian,
                 "wrt": list(self.wrt) if self.wrt is not None else None,
@@ -504,5 +505,5 @@ class DerivativeModel(keras.layers.Layer):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "DerivativeModel":
         config = copy.deepcopy(config)
-        config["model"] = keras.saving.deserialize_keras_object(config["model"])
-        return cls(**config)
+        model = pop_network(config, config.get("name", "?"))
+        return cls(model, **config)
