@@ -8,9 +8,11 @@ error.
 """
 
 import argparse
+import contextlib
 import importlib.metadata
 import os
 import sys
+import tempfile
 
 
 def version():
@@ -73,14 +75,52 @@ def parser():
     return root
 
 
+@contextlib.contextmanager
+def native_log_held():
+    """Holds what native code writes to file descriptor 2 (TensorFlow's and
+    XLA's start-up lines about oneDNN and CUDA drivers, which ignore
+    TF_CPP_MIN_LOG_LEVEL) while Python's own stderr (our messages,
+    warnings, tracebacks) still reaches the terminal. The held lines are
+    shown if the command fails."""
+    try:
+        sys.stderr.flush()
+        if sys.stderr.fileno() != 2:
+            raise ValueError("stderr is redirected")
+        terminal = os.dup(2)
+    except (AttributeError, OSError, ValueError):  # captured, embedded, closed
+        yield
+        return
+    held = tempfile.TemporaryFile()
+    python_stderr = sys.stderr
+    sys.stderr = open(terminal, "w", buffering=1, closefd=False)  # noqa: SIM115
+    os.dup2(held.fileno(), 2)
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        sys.stderr.flush()
+        os.dup2(terminal, 2)
+        sys.stderr.close()
+        sys.stderr = python_stderr
+        os.close(terminal)
+        held.seek(0)
+        text = held.read().decode(errors="replace")
+        held.close()
+        if failed and text:
+            sys.stderr.write(text)
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
     # This process is the command line's own: TensorFlow's start-up banner
     # is noise here (a library would not touch the environment).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from keras_deriv.cli import run_command
+    with native_log_held():
+        from keras_deriv.cli import run_command
 
-    return run_command(args)
+        status = run_command(args)
+    return status
 
 
 if __name__ == "__main__":

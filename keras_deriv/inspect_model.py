@@ -157,14 +157,27 @@ def _network(model, name):
 
 
 def input_width(net):
+    """d, for a network taking points of shape (batch, d) with one output."""
     try:
-        inputs = getattr(net, "inputs", None) or [net.input]
-        width = keras.tree.flatten(inputs)[0].shape[-1]
+        inputs = keras.tree.flatten(getattr(net, "inputs", None) or [net.input])
+        outputs = keras.tree.flatten(getattr(net, "outputs", None) or [net.output])
     except (AttributeError, IndexError, TypeError, ValueError):
-        width = None
-    if width is None:
+        inputs = outputs = []
+    if len(outputs) > 1:
+        raise UsageError(
+            f"{net.name!r} has {len(outputs)} outputs; name the one network to "
+            "differentiate with --network NAME (a layer or sub-model)."
+        )
+    if not inputs or inputs[0].shape[-1] is None:
         raise ModelLoadError("The model does not declare its input width (d).")
-    return int(width)
+    shape = tuple(inputs[0].shape)
+    if len(shape) != 2:
+        raise ModelLoadError(
+            f"inspect varies one feature of points of shape (batch, d); "
+            f"{net.name!r} takes inputs of shape {shape}. Call "
+            "keras_deriv.derivatives() in Python with points of that shape."
+        )
+    return int(shape[-1])
 
 
 def slice_points(width, feature, lo, hi, points, at):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -144,3 +145,20 @@ def test_module_entry_point():
         and "demo" in result.stdout
         and "inspect" in result.stdout
     )
+
+
+def test_the_command_prints_no_framework_start_up_lines(relu_file, tmp_path):
+    # TensorFlow's C++ start-up lines (oneDNN, CUDA drivers, absl) ignore
+    # TF_CPP_MIN_LOG_LEVEL; the command holds them back unless it fails.
+    entry = "import sys, keras_deriv_cli; sys.exit(keras_deriv_cli.main())"
+    result = subprocess.run(
+        [sys.executable, "-c", entry, "inspect", relu_file, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "piecewise linear" in result.stdout
+    for noise in ("oneDNN", "cuda", "absl", "I0000"):
+        assert noise not in result.stderr, result.stderr
