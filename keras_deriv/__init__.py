@@ -19,6 +19,7 @@ from keras_deriv.errors import (
 )
 from keras_deriv.evaluation import derivatives
 from keras_deriv.layers.derivative_model import DerivativeModel
+from keras_deriv.probes import slice_points
 
 __all__ = [
     "DerivativeLogger",
@@ -34,4 +35,5 @@ __all__ = [
     "find_zero_curvature_activations",
     "has_identically_zero_curvature",
     "load_curves",
+    "slice_points",
 ]

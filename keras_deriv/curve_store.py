@@ -140,8 +140,8 @@ def load_curves(log_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 
     Returns:
         A dict: `"x"` the probe points `(n, d)`, `"epochs"` the logged
-        epochs (0-based, sorted), and per output (`"y"`, `"dy"`, ...) an
-        array `(epochs, n, ...)`.
+        epochs (counted from 1, as Keras shows them; sorted), and per
+        output (`"y"`, `"dy"`, ...) an array `(epochs, n, ...)`.
 
     Example:
         >>> import numpy as np, keras, tempfile
@@ -154,7 +154,7 @@ def load_curves(log_dir: str | os.PathLike) -> dict[str, np.ndarray]:
         >>> _ = net.fit(x, x, epochs=3, verbose=0, callbacks=[logger])
         >>> curves = load_curves(log_dir)
         >>> curves["epochs"].tolist(), curves["dy"].shape
-        ([0, 1, 2], (3, 8, 1, 1))
+        ([1, 2, 3], (3, 8, 1, 1))
     """
     log_dir = os.fspath(log_dir)
     directory = _curves_dir(log_dir)

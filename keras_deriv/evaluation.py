@@ -13,6 +13,7 @@ from keras_deriv.options import (
     check_hessian,
     check_method,
     check_order,
+    check_smoothing,
     check_wrt,
 )
 
@@ -105,6 +106,7 @@ def derivatives(
     wrt: list[int] | None = None,
     batch_size: int | None = None,
     method: str = "auto",
+    smoothing: float | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Input derivatives of a Keras model at the points `x`, as NumPy arrays.
 
@@ -129,6 +131,10 @@ def derivatives(
             a time. Defaults to `None`.
         method: `"auto"`, `"autodiff"` or `"taylor"`, as in
             `DerivativeModel`. Defaults to `"auto"`.
+        smoothing: `None` for the exact derivatives, or a resolution σ (in
+            input units) for those of the network smoothed by a Gaussian of
+            that width along each differentiated feature, as in
+            `DerivativeModel`. Defaults to `None`.
 
     Returns:
         A tuple of `order + 1` arrays `(y, dy, d2y, ...)` with the shapes of
@@ -158,6 +164,7 @@ def derivatives(
         ("hessian", check_hessian(hessian, order)),
         ("method", check_method(method)),
         ("wrt", check_wrt(wrt)),
+        ("smoothing", check_smoothing(smoothing)),
     )
     if batch_size is not None:
         check_batch_size(batch_size)

@@ -21,6 +21,7 @@ from keras_deriv.analysis.curvature import (
 from keras_deriv.atomic_files import write_atomically
 from keras_deriv.errors import ZeroCurvatureWarning
 from keras_deriv.evaluation import derivatives, network_to_differentiate
+from keras_deriv.probes import slice_points
 
 
 class ModelLoadError(Exception):
@@ -180,14 +181,6 @@ def input_width(net):
     return int(shape[-1])
 
 
-def slice_points(width, feature, lo, hi, points, at):
-    """`(points, d)`: feature `feature` from lo to hi, the others at `at`."""
-    base = np.zeros(width, dtype="float32") if at is None else np.asarray(at, "float32")
-    x = np.tile(base, (points, 1))
-    x[:, feature] = np.linspace(lo, hi, points, dtype="float32")
-    return x
-
-
 def curves(values, feature):
     """Flatten the outputs to (points, m): y_j, dy_j (along feature), d2y_j."""
     y, dy, d2y = values
@@ -236,9 +229,7 @@ def run(args, stream=None):
         raise UsageError("--at needs finite numbers.")
     findings = find_zero_curvature_activations(net)
     verdict = curvature_verdict(net)
-    x = slice_points(
-        width, args.feature, args.range[0], args.range[1], args.points, args.at
-    )
+    x = slice_points(width, args.feature, lo, hi, args.points, args.at)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ZeroCurvatureWarning)  # reported below
         values = derivatives(net, x, order=2)

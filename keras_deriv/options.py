@@ -1,6 +1,7 @@
 """Validation of the options shared by DerivativeModel, derivatives() and
 DerivativeLogger: each bad value is a clear error naming the fix."""
 
+import math
 import numbers
 import operator
 
@@ -83,3 +84,31 @@ def check_batch_size(batch_size):
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
     return int(batch_size)
+
+
+def check_smoothing(smoothing):
+    """None (exact derivatives) or the resolution σ, a positive finite
+    number in the input's units."""
+    if smoothing is None:
+        return None
+    if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real):
+        raise TypeError(
+            "`smoothing` must be None (exact derivatives) or a positive "
+            f"number, the resolution σ in input units; got {smoothing!r} of "
+            f"type {type(smoothing).__name__}."
+        )
+    if not math.isfinite(smoothing) or smoothing <= 0:
+        raise ValueError(
+            "`smoothing` must be a positive finite number (the resolution σ "
+            f"in input units, e.g. 0.05), or None for exact derivatives; got "
+            f"{smoothing!r}."
+        )
+    return float(smoothing)
+
+
+def output_keys(order, smoothing=None):
+    """`("y", "dy", ...)`; smoothed derivatives carry `_smoothed`."""
+    keys = OUTPUT_KEYS[: order + 1]
+    if smoothing is None:
+        return keys
+    return (keys[0], *(f"{key}_smoothed" for key in keys[1:]))

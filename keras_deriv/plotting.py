@@ -14,6 +14,16 @@ PANEL_LABELS = {
 }
 
 
+def panel_label(key, smoothing=None):
+    """A panel's label: `"d²y/dx²"`, or `"d²y/dx² (smoothed, σ = 0.05)"`
+    for a smoothed output (`"d2y_smoothed"`)."""
+    base = key.removesuffix("_smoothed")
+    label = PANEL_LABELS.get(base, base)
+    if base != key:
+        label += f" (smoothed, σ = {smoothing:g})" if smoothing else " (smoothed)"
+    return label
+
+
 def _figure(ncols, width=4.2, height=3.4):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -23,7 +33,7 @@ def _figure(ncols, width=4.2, height=3.4):
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
 
 
-def epoch_curves_figure(x, curves, epochs, xlabel="x", title=None):
+def epoch_curves_figure(x, curves, epochs, xlabel="x", title=None, smoothing=None):
     """Panels y, dy/dx, d²y/dx², ... against `x`, one line per epoch,
     coloured by epoch with a colour bar.
 
@@ -31,11 +41,14 @@ def epoch_curves_figure(x, curves, epochs, xlabel="x", title=None):
         x: `(n,)` probe positions along the plotted feature.
         curves: dict key -> list (one per epoch) of `(n,)` arrays, keys in
             panel order (`"y"`, `"dy"`, `"d2y"`, ...).
-        epochs: the epoch numbers (1-based for display) of the lines.
+        epochs: the (1-based) epoch numbers of the lines.
         xlabel: label of the x axis.
         title: figure title.
+        smoothing: σ of smoothed panels (keys ending in `_smoothed`), for
+            their labels.
     """
     from matplotlib import cm, colors
+    from matplotlib.ticker import MaxNLocator
 
     order = np.argsort(x)
     fig, axes = _figure(len(curves))
@@ -45,10 +58,12 @@ def epoch_curves_figure(x, curves, epochs, xlabel="x", title=None):
         for epoch, values in zip(epochs, per_epoch, strict=True):
             ax.plot(x[order], values[order], color=cmap(norm(epoch)), linewidth=1.4)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(PANEL_LABELS.get(key, key))
-        ax.set_title(PANEL_LABELS.get(key, key))
+        ax.set_ylabel(panel_label(key, smoothing))
+        ax.set_title(panel_label(key, smoothing))
         ax.grid(alpha=0.3)
     bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes))
+    bar.locator = MaxNLocator(integer=True)  # epochs are whole numbers
+    bar.update_ticks()
     bar.set_label("epoch")
     if title:
         fig.suptitle(title)
@@ -67,8 +82,8 @@ def comparison_figure(x, panels, xlabel="x", title=None):
                 x[order], np.asarray(values)[order], label=label, linewidth=1.6, **style
             )
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(PANEL_LABELS.get(key, key))
-        ax.set_title(PANEL_LABELS.get(key, key))
+        ax.set_ylabel(panel_label(key))
+        ax.set_title(panel_label(key))
         ax.grid(alpha=0.3)
     axes[0].legend()
     if title:

@@ -108,3 +108,38 @@ def mlp(d, widths, out, activation="tanh", dtype="float64", seed=0, name=None):
             )
         )
     return keras.Sequential(layers, name=name)
+
+
+def weight_gradients(layer, x, weights, level=2):
+    """d mean(level²) / d weights by the backend's reverse mode (None: 0),
+    with `level` the index of the layer's output (2: d2y)."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = keras.ops.mean(layer(x)[level] ** 2)
+        grads = tape.gradient(loss, weights)
+    elif BACKEND == "torch":
+        import torch
+
+        loss = keras.ops.mean(layer(x)[level] ** 2)
+        grads = torch.autograd.grad(loss, [w.value for w in weights], allow_unused=True)
+    else:
+        import jax
+
+        layer(x)  # built
+        assert [id(v) for v in layer.trainable_variables] == [id(w) for w in weights]
+        frozen = [v.value for v in layer.non_trainable_variables]
+
+        def mean_square(values):
+            outputs, _ = layer.stateless_call(values, frozen, x)
+            return keras.ops.mean(outputs[level] ** 2)
+
+        loss, grads = jax.jit(jax.value_and_grad(mean_square))(
+            [w.value for w in weights]
+        )
+    grads = [
+        np.zeros(w.shape) if g is None else to_numpy(g)
+        for w, g in zip(weights, grads, strict=True)
+    ]
+    return float(to_numpy(loss)), grads

@@ -88,7 +88,7 @@ def test_scalars_reach_history_and_csv_logger(tmp_path):
 def test_curves_in_memory_follow_every_and_training():
     logger = DerivativeLogger(PROBE, every=2, order=3)
     history = fit(net(), logger, epochs=5)
-    assert logger.epochs == [0, 2, 4]
+    assert logger.epochs == [1, 3, 5]  # counted from 1, as Keras shows them
     assert [len(v) for v in logger.curves.values()] == [3, 3, 3, 3]
     assert logger.curves["d3y"][0].shape == (50, 1, 1)
     # the weights moved between logged epochs, and the logger saw it
@@ -101,7 +101,7 @@ def test_files_hold_every_logged_epoch(tmp_path):
     logger = DerivativeLogger(PROBE, log_dir=tmp_path, every=1)
     fit(net(), logger, epochs=3)
     data = load_curves(tmp_path)
-    assert list(data["epochs"]) == [0, 1, 2]
+    assert list(data["epochs"]) == [1, 2, 3]
     assert data["y"].shape == (3, 50, 1) and data["d2y"].shape == (3, 50, 1, 1)
     np.testing.assert_array_equal(data["x"], PROBE)
     np.testing.assert_array_equal(data["dy"][-1], logger.curves["dy"][-1])
@@ -119,7 +119,7 @@ def test_interrupted_fit_leaves_logged_epochs_readable(tmp_path):
     logger = DerivativeLogger(PROBE, log_dir=tmp_path)
     with pytest.raises(KeyboardInterrupt):
         fit(net(), logger, epochs=10, callbacks=[Interrupt()])
-    assert list(load_curves(tmp_path)["epochs"]) == [0, 1, 2]
+    assert list(load_curves(tmp_path)["epochs"]) == [1, 2, 3]
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -157,7 +157,7 @@ def test_a_failing_plot_warns_once_and_the_curves_are_still_written(
     with pytest.warns(RuntimeWarning, match="could not plot the curves") as record:
         fit(net(), logger, epochs=3)
     assert len([w for w in record if "plot" in str(w.message)]) == 1
-    assert list(load_curves(tmp_path)["epochs"]) == [0, 1, 2]
+    assert list(load_curves(tmp_path)["epochs"]) == [1, 2, 3]
 
 
 def test_tensorboard_events_hold_scalars_and_the_figure(tmp_path):
@@ -243,7 +243,7 @@ def test_probe_function_is_traced_once_across_epochs_and_fits():
     fit(model, logger, epochs=20)
     fit(model, logger, epochs=2)
     assert CountCalls.calls == after_first_epoch
-    assert logger.epochs == [0, 1]  # state reset by each fit
+    assert logger.epochs == [1, 2]  # state reset by each fit
 
 
 def test_wrong_probe_shape_fails_before_any_step():

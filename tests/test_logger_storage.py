@@ -44,7 +44,7 @@ def test_a_resumed_run_appends_to_what_is_there(tmp_path):
         initial_epoch=3,
     )
     curves = load_curves(tmp_path)
-    assert list(curves["epochs"]) == [0, 1, 2, 3, 4]
+    assert list(curves["epochs"]) == [1, 2, 3, 4, 5]
     assert curves["d2y"].shape == (5, 20, 1, 1)
     assert not np.allclose(curves["y"][0], curves["y"][-1])  # it trained
 
@@ -83,7 +83,7 @@ def test_a_stale_lock_and_temporaries_of_a_killed_run_are_cleaned(tmp_path):
     (tmp_path / ".tmp-def.png").write_bytes(b"half")
     fit(net(), DerivativeLogger(PROBE, log_dir=tmp_path), epochs=1)
     assert not list(tmp_path.rglob(".tmp-*"))
-    assert list(load_curves(tmp_path)["epochs"]) == [0]
+    assert list(load_curves(tmp_path)["epochs"]) == [1]
 
 
 @pytest.mark.skipif(
@@ -93,7 +93,7 @@ def test_a_stale_lock_and_temporaries_of_a_killed_run_are_cleaned(tmp_path):
 def test_a_long_run_keeps_memory_and_per_epoch_writes_flat(tmp_path):
     logger = DerivativeLogger(PROBE, log_dir=tmp_path, plot=False, keep=16)
     fit(net(), logger, epochs=200, batch_size=20)
-    assert len(logger.epochs) == 16 and logger.epochs[-1] == 199
+    assert len(logger.epochs) == 16 and logger.epochs[-1] == 200
     assert all(len(v) == 16 for v in logger.curves.values())
     sizes = [p.stat().st_size for p in sorted((tmp_path / "curves").glob("epoch_*"))]
     assert len(sizes) == 200 and max(sizes) == min(sizes)  # one fixed-size file
@@ -107,7 +107,7 @@ def test_files_follow_the_umask(tmp_path):
     old = os.umask(0o022)
     os.umask(old)
     expected = 0o666 & ~old
-    for name in ("derivatives.png", "curves/x.npy", "curves/epoch_000000.npz"):
+    for name in ("derivatives.png", "curves/x.npy", "curves/epoch_000001.npz"):
         assert (tmp_path / name).stat().st_mode & 0o777 == expected, name
 
 
@@ -137,5 +137,5 @@ def test_a_killed_run_leaves_every_completed_epoch_readable(tmp_path):
         proc.wait(timeout=60)
     data = load_curves(tmp_path)  # every file there is a whole epoch
     n = len(data["epochs"])
-    assert n >= 5 and list(data["epochs"]) == list(range(n))
+    assert n >= 5 and list(data["epochs"]) == list(range(1, n + 1))
     assert data["d2y"].shape == (n, 20, 1, 1)

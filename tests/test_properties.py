@@ -23,7 +23,7 @@ import math
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, FLOAT64, assert_close, to_numpy
+from conftest import BACKEND, FLOAT64, assert_close, to_numpy, weight_gradients
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -534,40 +534,6 @@ def test_derivatives_keeps_float64(case, method):
     ref = engines(net, tensor(x), order=2)[method]
     assert [a.dtype for a in got] == ["float64"] * 3
     levels_close(list(got), ref, 1e-12, None, method)  # float64 rounding
-
-
-def weight_gradients(layer, x, weights):
-    """d mean(d2y²) / d weights by the backend's reverse mode (None: 0)."""
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            loss = keras.ops.mean(layer(x)[2] ** 2)
-        grads = tape.gradient(loss, weights)
-    elif BACKEND == "torch":
-        import torch
-
-        loss = keras.ops.mean(layer(x)[2] ** 2)
-        grads = torch.autograd.grad(loss, [w.value for w in weights], allow_unused=True)
-    else:
-        import jax
-
-        layer(x)  # built
-        assert [id(v) for v in layer.trainable_variables] == [id(w) for w in weights]
-        frozen = [v.value for v in layer.non_trainable_variables]
-
-        def mean_square(values):
-            outputs, _ = layer.stateless_call(values, frozen, x)
-            return keras.ops.mean(outputs[2] ** 2)
-
-        loss, grads = jax.jit(jax.value_and_grad(mean_square))(
-            [w.value for w in weights]
-        )
-    grads = [
-        np.zeros(w.shape) if g is None else to_numpy(g)
-        for w, g in zip(weights, grads, strict=True)
-    ]
-    return float(to_numpy(loss)), grads
 
 
 @bounded(tensorflow=10, jax=2, torch=10)

@@ -16,11 +16,12 @@ from keras_deriv.analysis import curvature
 from keras_deriv.errors import ZeroCurvatureError, ZeroCurvatureWarning
 from keras_deriv.evaluation import Evaluator, as_float_array, network_to_differentiate
 from keras_deriv.options import (
-    OUTPUT_KEYS,
     check_choice,
     check_hessian,
     check_order,
+    check_smoothing,
     check_wrt,
+    output_keys,
 )
 from keras_deriv.summary_writer import SummaryWriter, TensorBoardUnavailable
 
@@ -30,20 +31,25 @@ PLOT_FILE = "derivatives.png"
 KEEP_WITH_LOG_DIR = 64
 # Lines on the plot: the first logged epoch, the latest, some in between.
 PLOTTED_EPOCHS = 8
+# The epoch logs' key for the (1-based) epoch a logged value belongs to.
+LOGGED_EPOCH = "derivatives_epoch"
 
 
 class DerivativeLogger(keras.callbacks.Callback):
     """Logs the derivatives of the model on probe inputs while it trains.
 
-    At every epoch whose 0-based index is a multiple of `every` (so the first
-    epoch is always logged), it evaluates `[y, dy, d2y, ...]` on `x` with one
-    compiled function (no retracing from epoch to epoch) and:
+    Epochs are counted from 1, as Keras's progress bar shows them. It logs
+    epochs 1, 1 + `every`, 1 + 2·`every`, ...: at each, it evaluates
+    `[y, dy, d2y, ...]` on `x` with one compiled function (no retracing from
+    epoch to epoch) and:
 
     - adds scalars to the epoch logs, so `History`, `CSVLogger` and
       `TensorBoard` (placed after it in `callbacks`) record them:
       `dy_abs_mean`, `d2y_abs_mean`, `d2y_zero_fraction` (the fraction of
-      probe points where d²y/dx² is exactly 0), and `d3y_abs_mean`, ... for
-      higher orders;
+      probe points where d²y/dx² is exactly 0), `d3y_abs_mean`, ... for
+      higher orders, and `derivatives_epoch`, the epoch they belong to (with
+      `every > 1` these lists are shorter than `loss`). With `smoothing`,
+      the keys say so: `dy_smoothed_abs_mean`, `d2y_smoothed_abs_mean`, ...;
     - keeps the curves in memory: `logger.epochs` and `logger.curves`
       (`{"y": [...], "dy": [...], ...}`, one array per logged epoch);
     - with `log_dir`, writes one file per logged epoch to `log_dir/curves/`
@@ -57,7 +63,12 @@ class DerivativeLogger(keras.callbacks.Callback):
     It checks for identically zero curvature (a piecewise-linear network,
     e.g. ReLU everywhere): statically at the start of training, and at each
     logged epoch on the measured d²y/dx² (all zero on the probe set). What
-    then happens is `on_zero_curvature`.
+    then happens is `on_zero_curvature`. With `smoothing`, the static check
+    is skipped: the smoothed curvature of a ReLU network is what is asked.
+
+    The plot draws each output against one input feature: probe points on
+    a line along it (`keras_deriv.slice_points`) give curves; points that
+    differ in other features too give a zigzag, and a warning.
 
     Its own I/O never stops training: an unwritable `log_dir`, a failing
     plot or a missing TensorBoard gives one warning and training goes on.
@@ -77,8 +88,10 @@ class DerivativeLogger(keras.callbacks.Callback):
         tensorboard: write TensorBoard scalars and images in `log_dir`
             (needs the `tensorboard` package). Defaults to `False`.
         on_zero_curvature: `"warn"` (a `ZeroCurvatureWarning`), `"raise"`
-            (a `ZeroCurvatureError`), `"stop"` (stops training cleanly) or
-            `"ignore"`. Defaults to `"warn"`.
+            (a `ZeroCurvatureError`), `"stop"` (sets `model.stop_training`:
+            Keras finishes the batch it is on, then ends the epoch, which is
+            still logged; found at the start of training, that is after the
+            first batch) or `"ignore"`. Defaults to `"warn"`.
         model: the network to differentiate. `None`: the model being
             trained, or, when its output is not a single tensor, the network
             wrapped by its (only) `DerivativeModel`. Defaults to `None`.
@@ -91,6 +104,9 @@ class DerivativeLogger(keras.callbacks.Callback):
         keep: how many of the latest logged epochs `logger.curves` holds in
             memory; `None` for all without `log_dir`, 64 with one (the whole
             history is on disk). Defaults to `None`.
+        smoothing: `None` for exact derivatives, or a resolution σ to log
+            those of the network smoothed along each differentiated feature
+            (see `DerivativeModel`). Defaults to `None`.
 
     Examples:
         >>> import numpy as np, keras
@@ -103,9 +119,9 @@ class DerivativeLogger(keras.callbacks.Callback):
         >>> logger = DerivativeLogger(x)
         >>> history = net.fit(x, x**2, epochs=2, verbose=0, callbacks=[logger])
         >>> sorted(k for k in history.history if k.startswith("d"))
-        ['d2y_abs_mean', 'd2y_zero_fraction', 'dy_abs_mean']
+        ['d2y_abs_mean', 'd2y_zero_fraction', 'derivatives_epoch', 'dy_abs_mean']
         >>> logger.epochs, logger.curves["d2y"][0].shape
-        ([0, 1], (64, 1, 1))
+        ([1, 2], (64, 1, 1))
     """
 
     def __init__(
@@ -124,6 +140,7 @@ class DerivativeLogger(keras.callbacks.Callback):
         output: int = 0,
         batch_size: int | None = None,
         keep: int | None = None,
+        smoothing: float | None = None,
     ):
         super().__init__()
         self.x = as_float_array(x, "DerivativeLogger")
@@ -140,6 +157,7 @@ class DerivativeLogger(keras.callbacks.Callback):
         self.order = check_order(order)
         self.hessian = check_hessian(hessian, self.order)
         self.wrt = check_wrt(wrt)
+        self.smoothing = check_smoothing(smoothing)
         self.on_zero_curvature = check_choice(
             "on_zero_curvature", on_zero_curvature, ON_ZERO_CURVATURE
         )
@@ -164,7 +182,9 @@ class DerivativeLogger(keras.callbacks.Callback):
 
     @property
     def keys(self) -> tuple[str, ...]:
-        return OUTPUT_KEYS[: self.order + 1]
+        """The logged outputs: `("y", "dy", "d2y", ...)`, or
+        `("y", "dy_smoothed", ...)` with `smoothing`."""
+        return output_keys(self.order, self.smoothing)
 
     # -- setup ----------------------------------------------------------------
 
@@ -220,6 +240,7 @@ class DerivativeLogger(keras.callbacks.Callback):
                     order=self.order,
                     hessian=self.hessian,
                     wrt=self.wrt,
+                    smoothing=self.smoothing,
                 )
         y_shape = self._evaluator.layer.compute_output_shape((None, self.x.shape[1]))[0]
         components = math.prod(y_shape[1:])
@@ -229,7 +250,10 @@ class DerivativeLogger(keras.callbacks.Callback):
                 f"network's {components} (valid: 0 to {components - 1})."
             )
         self._verdict = self._evaluator.layer.curvature
-        if self.order >= 2 and self._verdict == curvature.PIECEWISE_LINEAR:
+        if self.plot or self.tensorboard:
+            self._warn_if_not_a_slice()
+        exact = self.smoothing is None  # a smoothed curvature is not zero
+        if exact and self.order >= 2 and self._verdict == curvature.PIECEWISE_LINEAR:
             self._report_zero_curvature(curvature.zero_curvature_message(net))
         self._summaries = None
         self._disk = False
@@ -280,6 +304,7 @@ class DerivativeLogger(keras.callbacks.Callback):
         if epoch % self.every:
             return
         values = self._evaluator(self.x, self.batch_size)
+        step, epoch = epoch, epoch + 1  # Keras's 0-based index; people count from 1
         self.epochs.append(epoch)
         for key, value in zip(self.keys, values, strict=True):
             self.curves[key].append(value)
@@ -302,42 +327,65 @@ class DerivativeLogger(keras.callbacks.Callback):
                     self._guard("write the plot", plotting.save_png, fig, path)
                 if fig is not None and self._summaries is not None:
                     self._guard(
-                        "log to TensorBoard", self._write_summaries, epoch, scalars, fig
+                        "log to TensorBoard", self._write_summaries, step, scalars, fig
                     )
         if self.order >= 2 and np.all(values[2] == 0.0):
             self._report_measured_zero(epoch)
+        if logs is not None:
+            logs[LOGGED_EPOCH] = epoch
 
     def _scalars(self, values):
         scalars = {}
         for key, value in zip(self.keys[1:], values[1:], strict=True):
             scalars[f"{key}_abs_mean"] = float(np.mean(np.abs(value)))
         if self.order >= 2:
-            scalars["d2y_zero_fraction"] = float(np.mean(values[2] == 0.0))
+            scalars[f"{self.keys[2]}_zero_fraction"] = float(np.mean(values[2] == 0.0))
         return scalars
 
-    def _panel(self, key, value):
+    def _panel(self, level, value):
         """`(n,)` curve of one output component along `feature`."""
         n = value.shape[0]
-        if key == "y" or (key == "d2y" and self.hessian == "laplacian"):
+        if level == 0 or (level == 2 and self.hessian == "laplacian"):
             return value.reshape(n, -1)[:, self.output]
-        if key == "d2y" and self.hessian == "full":
+        if level == 2 and self.hessian == "full":
             value = np.diagonal(value, axis1=-2, axis2=-1)
         return value.reshape(n, -1, value.shape[-1])[:, self.output, self.feature]
+
+    def _warn_if_not_a_slice(self):
+        """The plot draws each output against x[:, column]: points that also
+        differ in other features make a zigzag, not a curve."""
+        column = self.wrt[self.feature] if self.wrt is not None else self.feature
+        others = np.delete(self.x, column, axis=1)
+        if len(self.x) < 2 or np.all(others == others[:1]):
+            return
+        warnings.warn(
+            f"DerivativeLogger plots against x[:, {column}], but the probe points "
+            "differ in other features too, so the curves will zigzag. Probe a "
+            "slice along that feature with the others fixed: "
+            f"x = keras_deriv.slice_points(d={self.x.shape[1]}, feature={column}, "
+            "lo=..., hi=..., at=[...]).",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def figure(self):
         """The figure of every logged epoch's curves (a matplotlib Figure)."""
         column = self.wrt[self.feature] if self.wrt is not None else self.feature
         shown = _spread(len(self.epochs), PLOTTED_EPOCHS)
         curves = {
-            key: [self._panel(key, per_epoch[i]) for i in shown]
-            for key, per_epoch in self.curves.items()
+            key: [self._panel(level, self.curves[key][i]) for i in shown]
+            for level, key in enumerate(self.keys)
         }
+        title = "Derivatives during training"
+        if self.smoothing is not None:
+            title += f" (smoothed, σ = {self.smoothing:g})"
         return plotting.epoch_curves_figure(
             self.x[:, column],
             curves,
-            [self.epochs[i] + 1 for i in shown],
+            [self.epochs[i] for i in shown],
             xlabel=f"x[{column}]",
-            title="Derivatives during training",
+            title=title,
+            smoothing=self.smoothing,
         )
 
     def _write_summaries(self, epoch, scalars, fig):
@@ -390,8 +438,8 @@ class DerivativeLogger(keras.callbacks.Callback):
             f"features {list(self.wrt)}" if self.wrt is not None else "every feature"
         )
         warnings.warn(
-            f"d2y is exactly 0 at all {len(self.x)} probe points at epoch "
-            f"{epoch + 1} (measured with respect to {which}, on these points "
+            f"{self.keys[2]} is exactly 0 at all {len(self.x)} probe points at "
+            f"epoch {epoch} (measured with respect to {which}, on these points "
             "only). If the network should be curved there, check its "
             f"activations ({curvature.SMOOTH_ALTERNATIVES} are smooth).",
             ZeroCurvatureWarning,

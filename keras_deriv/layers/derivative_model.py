@@ -10,16 +10,17 @@ from keras import ops
 
 from keras_deriv import backend
 from keras_deriv.analysis import checks, curvature
-from keras_deriv.engines import autodiff, select, taylor
+from keras_deriv.engines import autodiff, select, smoothing, taylor
 from keras_deriv.errors import NotDifferentiableError, PrecisionWarning
 from keras_deriv.graph.walk import fingerprint, walk
 from keras_deriv.layers.network_saving import network_entries, pop_network
 from keras_deriv.options import (
-    OUTPUT_KEYS,
     check_hessian,
     check_method,
     check_order,
+    check_smoothing,
     check_wrt,
+    output_keys,
 )
 
 Tensor = Any
@@ -132,6 +133,7 @@ class DerivativeModel(keras.layers.Layer):
         hessian: str = "diagonal",
         wrt: list[int] | None = None,
         method: str = "auto",
+        smoothing: float | None = None,
         **kwargs: Any,
     ):
         backend.get()  # fail at construction on a backend without autodiff
@@ -150,6 +152,7 @@ class DerivativeModel(keras.layers.Layer):
         self.hessian = check_hessian(hessian, self.order)
         self.wrt = check_wrt(wrt)
         self.method = check_method(method)
+        self.smoothing = check_smoothing(smoothing)
         self.model = model
         self._connection_checked = False
         self._engine = None
@@ -159,8 +162,9 @@ class DerivativeModel(keras.layers.Layer):
 
     @property
     def output_keys(self) -> tuple[str, ...]:
-        """Names of the outputs in order: `("y", "dy", "d2y", ...)`."""
-        return OUTPUT_KEYS[: self.order + 1]
+        """Names of the outputs in order: `("y", "dy", "d2y", ...)`, or
+        `("y", "dy_smoothed", "d2y_smoothed", ...)` with `smoothing`."""
+        return output_keys(self.order, self.smoothing)
 
     @property
     def engine(self) -> str | None:
@@ -260,7 +264,11 @@ class DerivativeModel(keras.layers.Layer):
         self._connection_checked = False
         checks.raise_if_static_cut(graph)
         self._verdict = curvature.graph_verdict(graph)
-        if self._verdict == curvature.PIECEWISE_LINEAR and self.order >= 2:
+        if (
+            self._verdict == curvature.PIECEWISE_LINEAR
+            and self.order >= 2
+            and self.smoothing is None
+        ):
             curvature.warn_zero_curvature(self.model, graph, stacklevel=self._stack())
         self._taylor_gap = taylor.taylor_gap(graph)
         self._defect = checks.autodiff_defect(graph, self.order)
@@ -381,6 +389,14 @@ class DerivativeModel(keras.layers.Layer):
         if not masks:
             return self._engine
         path, why = masks[0]
+        if self.smoothing is not None:
+            raise ValueError(
+                f"Layer {path!r} of {self.model.name!r} may draw random masks "
+                f"or noise in this call ({why}). Smoothed derivatives average "
+                "the network over shifted copies of each point, which would "
+                "each draw their own: call the DerivativeModel with "
+                "training=False, or use smoothing=None."
+            )
         taylor_can = self._taylor_gap is None and "could not be read" not in why
         if taylor_can and (self._engine == "taylor" or self.method != "autodiff"):
             return "taylor"  # one mask per point for every coefficient
@@ -448,13 +464,29 @@ class DerivativeModel(keras.layers.Layer):
         checks.raise_if_batch_dependent(self._graph, training)
         engine = self._check_random_masks(training)
         wrt = self.wrt if self.wrt is not None else tuple(range(x.shape[-1]))
+        if self.smoothing is None:
+            levels = self._levels(x, self.order, self.hessian, wrt, training, engine)
+        else:
+            levels = smoothing.derivatives(
+                lambda z: self._levels(z, 1, "diagonal", wrt, training, engine),
+                x,
+                self.smoothing,
+                self.order,
+                self.hessian,
+                wrt,
+            )
+        return self._unflatten(levels, dtype)
+
+    def _levels(self, x, order, hessian, wrt, training, engine):
+        """`[y, dy, ...]` at `x` by `engine`, flattened to `(B, m, ...)`."""
+        dtype = x.dtype
         if engine == "taylor":
             try:
                 levels, shape = taylor.derivatives(
-                    self._graph, x, self.order, self.hessian, wrt, training
+                    self._graph, x, order, hessian, wrt, training
                 )
                 self._check_output_shape(shape)
-                return self._unflatten(levels, dtype)
+                return levels
             except taylor.Unsupported as why:  # known only at call time
                 if self.method == "taylor":
                     raise select.taylor_error(self.model.name, why) from None
@@ -472,12 +504,11 @@ class DerivativeModel(keras.layers.Layer):
 
         piecewise = self._verdict == curvature.PIECEWISE_LINEAR
         try:
-            levels = autodiff.derivatives(
-                f, x, self.order, self.hessian, wrt, piecewise_linear=piecewise
+            return autodiff.derivatives(
+                f, x, order, hessian, wrt, piecewise_linear=piecewise
             )
         except NotDifferentiableError as err:
             self._raise_not_connected(x, cause=err)
-        return self._unflatten(levels, dtype)
 
     def _unflatten(self, levels, dtype):
         # Trailing axes beyond (B, m) are the derivative axes: () for y and
@@ -498,6 +529,7 @@ class DerivativeModel(keras.layers.Layer):
                 "hessian": self.hessian,
                 "wrt": list(self.wrt) if self.wrt is not None else None,
                 "method": self.method,
+                "smoothing": self.smoothing,
             }
         )
         return config
