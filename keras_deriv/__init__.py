@@ -13,7 +13,7 @@ from keras_deriv.curve_store import load_curves
 from keras_deriv.errors import (
     NotDifferentiableError,
     PrecisionWarning,
-    UnsavableModelError,
+    SharedLayerError,
     ZeroCurvatureError,
     ZeroCurvatureWarning,
 )
@@ -26,7 +26,7 @@ __all__ = [
     "DerivativeModel",
     "NotDifferentiableError",
     "PrecisionWarning",
-    "UnsavableModelError",
+    "SharedLayerError",
     "ZeroCurvatureError",
     "ZeroCurvatureFinding",
     "ZeroCurvatureWarning",

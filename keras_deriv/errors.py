@@ -10,11 +10,12 @@ class NotDifferentiableError(ValueError):
     """
 
 
-class UnsavableModelError(ValueError):
-    """Raised while saving a model that Keras would write but could not load
-    again: a layer called both inside the network a `DerivativeModel` wraps
-    and outside it. Raised before a weight is written; the message says how
-    to restructure the model or to save its weights instead."""
+class SharedLayerError(ValueError):
+    """Raised when loading a file in which the network a `DerivativeModel`
+    wraps (or a layer of it) is also used inside another layer that Keras
+    saved without the link that makes the two one network. The file holds
+    every weight: the message says how to read them into the model built
+    again in code."""
 
 
 class ZeroCurvatureWarning(UserWarning):

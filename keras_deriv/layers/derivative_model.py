@@ -524,7 +524,7 @@ class DerivativeModel(keras.layers.Layer):
         config = super().get_config()
         config.update(
             {
-                **network_entries(self.model, self.name),
+                **network_entries(self.model),
                 "order": self.order,
                 "hessian": self.hessian,
                 "wrt": list(self.wrt) if self.wrt is not None else None,

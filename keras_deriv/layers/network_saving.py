@@ -6,21 +6,20 @@ one net. Keras links the uses of one object in a `.keras` file by a
 `shared_object_id` in each config, but it tags the first config only when
 the second use is serialized, and by then it has copied the network's
 config into the wrapper's: the file loaded two networks, one without
-weights. Two things fix it:
+weights. While saving, every config we hold (the network's and each layer's in its
+graph) is tagged up front with the id Keras itself uses, so the loader
+finds one network whichever use it meets first.
 
-- while saving, every config we hold (the network's and each layer's in
-  its graph) is tagged up front with the id Keras itself uses, so the
-  loader finds one network whichever use it meets first;
-- what Keras cannot load is refused or, where only the loader can see it,
-  reported with the way back to the weights (below).
-
-Keras cannot load a layer called both inside a sub-model's graph and
-outside it (it finds the layer's calls by position). A layer of the
-wrapped network's graph saved before by another use is refused at save
-time (`UnsavableModelError`). The network itself used inside an *earlier
-sub-model* (`Model(x, [sub(x), DerivativeModel(net)(x)])` with
-`sub = Model(xi, net(xi))`) is seen only when loading: the file keeps every
-weight, and the error says how to read them into a rebuilt model.
+What Keras then still cannot load cannot be told apart, at save time, from
+what it can: another use saved *before* this one left its tag on a config
+that is either still part of the file (it loads) or already copied into a
+finished sub-model's or wrapper's config without it (it does not). So the
+save records which tags another use saved first, and the loader checks
+that it met them: where it did not, it raises `SharedLayerError` with the
+way back to the weights, instead of Keras's "expected 2 variables, but
+received 0". A layer of the network's *Functional graph* also called in
+the outer graph can still fail in Keras's own loader, which finds a
+layer's calls by position ("not connected to inputs").
 
 Outside a save, configs are untagged: `get_config()` of a clone equals the
 original's.
@@ -30,7 +29,7 @@ from typing import Any
 
 import keras
 
-from keras_deriv.errors import UnsavableModelError
+from keras_deriv.errors import SharedLayerError
 
 _TAG = "shared_object_id"
 # Serialized twice to learn whether Keras is saving (only then does the
@@ -45,32 +44,36 @@ def _saving() -> bool:
     return _TAG in keras.saving.serialize_keras_object(_PROBE)
 
 
-def network_entries(network, owner: str) -> dict[str, Any]:
-    """The config entries for the network `owner` wraps: `model`, and while
-    saving, `model_saved_before` (another use saved the network first)."""
+def network_entries(network) -> dict[str, Any]:
+    """The config entries for a wrapped network: `model`, and while saving,
+    `model_saved_before`: the tags of what another use saved before this
+    one (the network, or layers of its graph), which the loader must find."""
     config = keras.saving.serialize_keras_object(network)
     if not _saving():
         return {"model": config}
-    # Tagged on arrival: another use saved the whole network before this
-    # one, and with it every layer inside it.
-    saved_before = _TAG in config
-    _tag(config, network, owner, check=not saved_before)
+    saved_before = _tag(config, network)
+    # The whole network saved before brings every layer inside it along.
+    if _TAG in config:
+        saved_before = [config[_TAG]] if config[_TAG] in saved_before else []
     return {"model": config, "model_saved_before": saved_before}
 
 
 def pop_network(config: dict[str, Any], owner: str):
     """Takes `network_entries`' entries out of `config`; returns the network."""
     network = config.pop("model")
-    if config.pop("model_saved_before", False) and not _already_loaded(network[_TAG]):
-        raise UnsavableModelError(
+    saved_before = config.pop("model_saved_before", [])
+    if isinstance(saved_before, bool):  # written by an earlier version
+        saved_before = [network[_TAG]] if saved_before else []
+    if not all(_already_loaded(tag) for tag in saved_before):
+        raise SharedLayerError(
             f"This file cannot be loaded as a whole: the network that "
-            f"DerivativeModel {owner!r} wraps is also called inside a "
-            "sub-model that was saved before it, and Keras saved that "
-            "sub-model's copy without its link to the shared network. Every "
-            "weight is in the file: build the model again in code, as it was "
-            "built when saved, and call `model.load_weights(path)`. To save "
-            "such a model whole, call the network directly in the outer model "
-            "instead of through a sub-model."
+            f"DerivativeModel {owner!r} wraps, or a layer of it, is also used "
+            "inside another layer (a sub-model, or a wrapper such as "
+            "TimeDistributed) that Keras saved before it, without the link "
+            "that makes the two one. Every weight is in the file: build the "
+            "model again in code, as it was built when saved, and call "
+            "`model.load_weights(path)`. To save such a model whole, call the "
+            "network directly in the outer model next to the DerivativeModel."
         )
     return keras.saving.deserialize_keras_object(network)
 
@@ -87,22 +90,14 @@ def _already_loaded(tag: int) -> bool:
     return keras.saving.deserialize_keras_object(probe) is not first
 
 
-def _tag(config: dict, layer, owner: str, check: bool, nested: bool = False) -> None:
-    if check and nested and _TAG in config:
-        name = config.get("config", {}).get("name", "?")
-        raise UnsavableModelError(
-            f"Cannot save this model: layer {name!r} is called inside the "
-            f"network that DerivativeModel {owner!r} wraps and also elsewhere "
-            "in the model being saved. Keras cannot load a layer that is "
-            "called both inside a sub-model and outside it, so the file would "
-            "not load. Share the whole network instead (use the wrapped "
-            "network itself next to the DerivativeModel), or save the weights "
-            "with `model.save_weights(...)` and rebuild the model in code."
-        )
+def _tag(config: dict, layer) -> list[int]:
+    """Tags `config` and the configs of the layers in its graph; returns the
+    tags of those that arrived tagged (saved before by another use)."""
+    seen = [id(layer)] if _TAG in config else []
     config[_TAG] = id(layer)
     inner = config.get("config")
     if not isinstance(inner, dict):
-        return
+        return seen
     if isinstance(layer, keras.Model) and isinstance(inner.get("layers"), list):
         by_name = {sublayer.name: sublayer for sublayer in layer.layers}
         for entry in inner["layers"]:
@@ -110,8 +105,9 @@ def _tag(config: dict, layer, owner: str, check: bool, nested: bool = False) -> 
                 continue
             name = entry.get("config", {}).get("name")
             if name in by_name:
-                _tag(entry, by_name[name], owner, check, nested=True)
+                seen += _tag(entry, by_name[name])
     elif isinstance(inner.get("layer"), dict) and isinstance(
         getattr(layer, "layer", None), keras.layers.Layer
     ):
-        _tag(inner["layer"], layer.layer, owner, check, nested=True)
+        seen += _tag(inner["layer"], layer.layer)
+    return seen
