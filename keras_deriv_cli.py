@@ -11,8 +11,9 @@ import argparse
 import contextlib
 import importlib.metadata
 import os
+import re
 import sys
-import tempfile
+import threading
 
 
 def version():
@@ -75,13 +76,25 @@ def parser():
     return root
 
 
+# Lines native code (TensorFlow, XLA, absl) writes at start-up on every
+# run, whatever TF_CPP_MIN_LOG_LEVEL says.
+_BANNER = re.compile(
+    rb"WARNING: All log messages before absl::InitializeLog|"
+    rb"^[IW]0000 00:00:|"
+    rb"^E0000 00:00:[0-9.]+ +[0-9]+ cuda_|"
+    rb"oneDNN custom operations are on|"
+    rb"cudart_stub|Could not find cuda drivers|"
+    rb"This TensorFlow binary is optimized|"
+    rb"rebuild TensorFlow with the appropriate compiler flags"
+)
+
+
 @contextlib.contextmanager
-def native_log_held():
-    """Holds what native code writes to file descriptor 2 (TensorFlow's and
-    XLA's start-up lines about oneDNN and CUDA drivers, which ignore
-    TF_CPP_MIN_LOG_LEVEL) while Python's own stderr (our messages,
-    warnings, tracebacks) still reaches the terminal. The held lines are
-    shown if the command fails."""
+def framework_banner_filtered():
+    """Drops the start-up lines native code writes to file descriptor 2
+    (TensorFlow's and XLA's lines about oneDNN and CUDA drivers, which
+    ignore TF_CPP_MIN_LOG_LEVEL); every other line, ours and native errors
+    alike, passes through as it is written."""
     try:
         sys.stderr.flush()
         if sys.stderr.fileno() != 2:
@@ -90,25 +103,27 @@ def native_log_held():
     except (AttributeError, OSError, ValueError):  # captured, embedded, closed
         yield
         return
-    held = tempfile.TemporaryFile()
-    python_stderr = sys.stderr
-    sys.stderr = open(terminal, "w", buffering=1, closefd=False)  # noqa: SIM115
-    os.dup2(held.fileno(), 2)
-    failed = True
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    forwarder = threading.Thread(
+        target=_forward, args=(read_end, terminal), daemon=True
+    )
+    forwarder.start()
     try:
         yield
-        failed = False
     finally:
         sys.stderr.flush()
-        os.dup2(terminal, 2)
-        sys.stderr.close()
-        sys.stderr = python_stderr
+        os.dup2(terminal, 2)  # the pipe's last writer: the forwarder sees EOF
+        forwarder.join(timeout=5)
         os.close(terminal)
-        held.seek(0)
-        text = held.read().decode(errors="replace")
-        held.close()
-        if failed and text:
-            sys.stderr.write(text)
+
+
+def _forward(read_end, terminal):
+    with os.fdopen(read_end, "rb") as lines:
+        for line in lines:
+            if not _BANNER.search(line):
+                os.write(terminal, line)
 
 
 def main(argv=None):
@@ -116,7 +131,7 @@ def main(argv=None):
     # This process is the command line's own: TensorFlow's start-up banner
     # is noise here (a library would not touch the environment).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with native_log_held():
+    with framework_banner_filtered():
         from keras_deriv.cli import run_command
 
         status = run_command(args)

@@ -31,6 +31,11 @@ def write_atomically(path, write):
     os.chmod(tmp, 0o666 & ~_umask())
     try:
         write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # on disk before it takes the name: a power loss
+        finally:  # leaves the old file or the whole new one
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -31,24 +31,29 @@ def run_command(args):
     from keras_deriv import inspect_model
 
     if args.points < 2:
-        print(
-            "keras-deriv inspect: error: --points must be at least 2", file=sys.stderr
-        )
+        error("keras-deriv inspect: error: --points must be at least 2")
         return 2
     try:
         inspect_model.run(args)
     except inspect_model.ModelLoadError as err:
-        print(f"keras-deriv inspect: {inspect_model.printable(err)}", file=sys.stderr)
+        error(f"keras-deriv inspect: {inspect_model.printable(err)}")
         return 1
     except inspect_model.UsageError as err:
         message = inspect_model.printable(err)
-        print(f"keras-deriv inspect: error: {message}", file=sys.stderr)
+        error(f"keras-deriv inspect: error: {message}")
         return 2
     except Exception as err:  # noqa: BLE001 - one sentence, never a traceback
         message = inspect_model.printable(one_line(err))
-        print(f"keras-deriv inspect: {message}", file=sys.stderr)
+        error(f"keras-deriv inspect: {message}")
         return 1
     return 0
+
+
+def error(message):
+    """One line to stderr; none when the process has no stderr (started
+    with it closed: `print` would write to stdout instead)."""
+    if sys.stderr is not None:
+        print(message, file=sys.stderr)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

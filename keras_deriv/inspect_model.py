@@ -41,7 +41,9 @@ class Limits:
     archive_bytes: int = 2**30  # the file itself
     members_bytes: int = 2**31  # all members, uncompressed
     config_bytes: int = 16 * 2**20  # config.json, uncompressed
-    size_value: int = 10**8  # any units/filters/dim in the config
+    size_value: int = 10**8  # any units/filters/dim/shape entry in the config
+    # the two largest sizes multiplied: a bound on any one weight's entries
+    weight_entries: int = 5 * 10**8
 
 
 _SIZE_KEYS = ("units", "filters", "input_dim", "output_dim", "num_heads", "key_dim")
@@ -75,28 +77,53 @@ def check_archive(path, limits=Limits()):
             parsed = json.loads(text)
         except (UnicodeDecodeError, ValueError) as err:
             raise ModelLoadError(f"{path}'s config.json is not valid JSON.") from err
-    largest = _largest_size(parsed)
-    if largest > limits.size_value:
+        except RecursionError:
+            raise ModelLoadError(
+                f"{path}'s config.json nests deeper than Python can read."
+            ) from None
+    sizes = sorted(_sizes(parsed))[-2:]
+    if sizes and sizes[-1] > limits.size_value:
         raise ModelLoadError(
-            f"{path} asks for a layer size of {largest}, over inspect's limit of "
+            f"{path} asks for a layer size of {sizes[-1]}, over inspect's limit of "
             f"{limits.size_value}: building it would exhaust memory."
+        )
+    if len(sizes) == 2 and sizes[0] * sizes[1] > limits.weight_entries:
+        raise ModelLoadError(
+            f"{path} asks for sizes {sizes[1]} and {sizes[0]}, which could make a "
+            f"weight of {sizes[0] * sizes[1]} entries, over inspect's limit of "
+            f"{limits.weight_entries}: building it would exhaust memory."
         )
 
 
-def _largest_size(value):
-    """The largest integer a config gives a layer-size key."""
-    largest = 0
+def _sizes(value):
+    """Every integer a config gives a layer size or a shape entry."""
+    sizes = []
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             for key, v in item.items():
-                if key in _SIZE_KEYS and isinstance(v, int) and not isinstance(v, bool):
-                    largest = max(largest, v)
+                if key in _SIZE_KEYS:
+                    sizes += [v] if _is_int(v) else []
+                elif isinstance(key, str) and key.endswith("shape"):
+                    entries = v if isinstance(v, list) else []
+                    sizes += [e for e in entries if _is_int(e)]
                 stack.append(v)
         elif isinstance(item, list):
             stack.extend(item)
-    return largest
+    return sizes
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_safe_mode_refusal(message):
+    # Keras's own refusals, and not a message that merely quotes the words
+    # (an unknown class named "safe_mode" in a hostile file)
+    return message.startswith("Requested the ") and (
+        "keras.config.enable_unsafe_deserialization()" in message
+    )
 
 
 def load(path, unsafe=False, limits=Limits()):
@@ -129,12 +156,13 @@ def load(path, unsafe=False, limits=Limits()):
         while cause is not None and len(chain) < 20:
             chain.append(str(cause))
             cause = cause.__cause__ or cause.__context__
-        if any("safe_mode" in link for link in chain):
+        refusal = next((link for link in chain if _is_safe_mode_refusal(link)), None)
+        if refusal is not None:
+            what = refusal.split(". ")[0].removeprefix("Requested the ")
             raise ModelLoadError(
-                f"{path} contains Python code (e.g. a Lambda layer) that safe mode "
-                "refuses to run. If you trust its source, pass --unsafe: loading "
-                "it will then execute that code, which can do anything your "
-                "account can."
+                f"{path} needs what safe mode refuses ({what}). If you trust its "
+                "source, pass --unsafe: loading it will then execute the code "
+                "it holds, which can do anything your account can."
             ) from err
         first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
         raise ModelLoadError(f"Could not load {path}: {first}") from err
@@ -210,9 +238,21 @@ def write_csv(path, x_feature, table):
     write_atomically(path, write)
 
 
+def _check_out(out):
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out} is a file, not a folder.")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out {out} cannot be created ({err.strerror}).") from None
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"--out {out} is not writable.")
+
+
 def run(args, stream=None):
     """Inspect `args.model`; returns the report dict (also printed)."""
     stream = stream or sys.stdout
+    _check_out(args.out)  # before the work, not after
     model = load(args.model, unsafe=args.unsafe)
     net = _network(model, args.network)
     width = input_width(net)
@@ -234,16 +274,6 @@ def run(args, stream=None):
         warnings.simplefilter("ignore", ZeroCurvatureWarning)  # reported below
         values = derivatives(net, x, order=2)
     table = curves(values, args.feature)
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UsageError(f"--out {args.out} is a file, not a folder.")
-    try:
-        os.makedirs(args.out, exist_ok=True)
-    except OSError as err:
-        raise UsageError(
-            f"--out {args.out} cannot be created ({err.strerror})."
-        ) from None
-    if not os.access(args.out, os.W_OK):
-        raise UsageError(f"--out {args.out} is not writable.")
     stem = os.path.splitext(os.path.basename(args.model))[0]
     png = os.path.join(args.out, f"{stem}_derivatives.png")
     csv_path = os.path.join(args.out, f"{stem}_derivatives.csv")

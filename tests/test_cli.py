@@ -162,3 +162,24 @@ def test_the_command_prints_no_framework_start_up_lines(relu_file, tmp_path):
     assert "piecewise linear" in result.stdout
     for noise in ("oneDNN", "cuda", "absl", "I0000"):
         assert noise not in result.stderr, result.stderr
+
+
+def test_only_the_framework_banner_is_dropped_from_stderr():
+    # Native lines reach file descriptor 2 directly; the filter drops the
+    # start-up banner and passes everything else, as it comes.
+    code = (
+        "import os, sys, keras_deriv_cli\n"
+        "with keras_deriv_cli.framework_banner_filtered():\n"
+        "    os.write(2, b'I0000 00:00:1795780869.778822 8601 cudart_stub.cc:31] "
+        "Could not find cuda drivers\\n')\n"
+        "    os.write(2, b'F0000 00:00:1.1 8601 fatal.cc:1] native error\\n')\n"
+        "    print('our message', file=sys.stderr)\n"
+        "print('after', file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "cuda" not in result.stderr
+    assert "native error" in result.stderr and "our message" in result.stderr
+    assert "after" in result.stderr

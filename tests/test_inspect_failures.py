@@ -60,6 +60,15 @@ def lambda_in_safe_mode(tmp):
     )
 
 
+def class_named_safe_mode(tmp):
+    # quotes safe mode's words without being its refusal: no --unsafe hint
+    config = {
+        "class_name": "enable_unsafe_deserialization() safe_mode",
+        "config": {},
+    }
+    return _zip(tmp / "m.keras", {"config.json": json.dumps(config)})
+
+
 def multi_output_without_network(tmp):
     x = keras.Input((1,))
     h = keras.layers.Dense(4, activation="tanh")(x)
@@ -94,6 +103,35 @@ def name_tensorflow_rejects(tmp):
 def units_bomb(tmp):
     huge = json.dumps({"config": {"layers": [{"config": {"units": 2**31 - 1}}]}})
     return _zip(tmp / "m.keras", {"config.json": huge})
+
+
+def wide_input(tmp):
+    # a saved model whose input width was edited to 10⁹ (16 GB to build)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.save(tmp / "small.keras")
+    with zipfile.ZipFile(tmp / "small.keras") as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = members["config.json"].decode()
+    assert "[null, 2]" in config
+    members["config.json"] = config.replace("[null, 2]", "[null, 1000000000]")
+    return _zip(tmp / "m.keras", members)
+
+
+def two_large_sizes(tmp):
+    config = {
+        "class_name": "Sequential",
+        "config": {
+            "layers": [
+                {"class_name": "InputLayer", "config": {"batch_shape": [None, 10**5]}},
+                {"class_name": "Dense", "config": {"units": 9 * 10**7}},
+            ]
+        },
+    }
+    return _zip(tmp / "m.keras", {"config.json": json.dumps(config)})
+
+
+def deep_json(tmp):
+    return _zip(tmp / "m.keras", {"config.json": "[" * 100000 + "]" * 100000})
 
 
 def extraction_bomb(tmp):
@@ -158,6 +196,7 @@ TABLE = [
     (legacy_h5, 1, "not a .keras file"),
     (zip_named_h5, 1, "not a .keras file"),
     (lambda_in_safe_mode, 1, "--unsafe"),
+    (class_named_safe_mode, 1, "Could not load"),
     (multi_output_without_network, 2, "--network NAME"),
     (multi_input, 1, "input"),
     (conv1d, 1, "shape (None, 8, 1)"),
@@ -169,6 +208,9 @@ TABLE = [
         *((1, "not a valid scope name") if TENSORFLOW else (0, None)),
     ),
     (units_bomb, 1, "exhaust memory"),
+    (wide_input, 1, "layer size of 1000000000"),
+    (two_large_sizes, 1, "a weight of"),
+    (deep_json, 1, "nests deeper"),
     (extraction_bomb, 1, "would extract"),
     (config_json_bomb, 1, "config.json is"),
     (not_json, 1, "not valid JSON"),
@@ -197,3 +239,5 @@ def test_every_failure_is_one_sentence(tmp_path, capsys, make, status, phrase):
         return
     assert len(err.strip().splitlines()) == 1, err
     assert phrase in err, err
+    if phrase != "--unsafe":
+        assert "--unsafe" not in err, err  # only for safe mode's own refusals

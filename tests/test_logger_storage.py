@@ -132,6 +132,9 @@ def test_a_killed_run_leaves_every_completed_epoch_readable(tmp_path):
             if len(list(curves.glob("epoch_*.npz"))) >= 5:
                 break
             time.sleep(0.05)
+        # While it runs, its lock keeps every other logger out.
+        with pytest.raises(ValueError, match=rf"process {proc.pid} .*own log_dir"):
+            fit(net(), DerivativeLogger(PROBE, log_dir=tmp_path, plot=False), 1)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
@@ -139,3 +142,65 @@ def test_a_killed_run_leaves_every_completed_epoch_readable(tmp_path):
     n = len(data["epochs"])
     assert n >= 5 and list(data["epochs"]) == list(range(1, n + 1))
     assert data["d2y"].shape == (n, 20, 1, 1)
+    # The system released the dead run's lock: the next run resumes there.
+    fit(
+        net(),
+        DerivativeLogger(PROBE, log_dir=tmp_path, plot=False),
+        epochs=n + 2,
+        initial_epoch=n,
+    )
+    assert list(load_curves(tmp_path)["epochs"]) == list(range(1, n + 3))
+
+
+def test_a_new_fit_from_epoch_one_moves_the_old_history_aside(tmp_path):
+    fit(net(), DerivativeLogger(PROBE, log_dir=tmp_path, plot=False), epochs=3)
+    first = load_curves(tmp_path)
+    with pytest.warns(UserWarning, match="held epochs 1-3 of an earlier run"):
+        fit(net(), DerivativeLogger(PROBE, log_dir=tmp_path, plot=False), epochs=2)
+    assert list(load_curves(tmp_path)["epochs"]) == [1, 2]
+    (moved,) = (tmp_path / "curves" / "superseded").iterdir()
+    assert sorted(p.name for p in moved.iterdir()) == [
+        f"epoch_00000{i}.npz" for i in (1, 2, 3)
+    ]
+    with np.load(moved / "epoch_000003.npz") as old:
+        np.testing.assert_array_equal(old["d2y"], first["d2y"][2])
+
+
+def test_other_options_in_the_same_log_dir_are_refused(tmp_path):
+    fit(net(), DerivativeLogger(PROBE, log_dir=tmp_path, plot=False), epochs=2)
+    for other in (
+        DerivativeLogger(PROBE, order=3, log_dir=tmp_path, plot=False),
+        DerivativeLogger(PROBE, smoothing=0.1, log_dir=tmp_path, plot=False),
+    ):
+        with pytest.raises(ValueError, match="other options"):
+            fit(net(), other, epochs=4, initial_epoch=2)
+    assert list(load_curves(tmp_path)["epochs"]) == [1, 2]
+
+
+def test_an_interrupted_fit_does_not_lock_out_the_next(tmp_path):
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    stuck = DerivativeLogger(PROBE, log_dir=tmp_path, plot=False)
+    model = net()
+    model.compile("adam", "mse")
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(PROBE, PROBE**2, epochs=5, verbose=0, callbacks=[stuck, Interrupt()])
+    # `stuck` is alive (a notebook's traceback holds it) and never saw
+    # on_train_end; its fit is over, so a new run on this thread goes on.
+    fit(
+        model, DerivativeLogger(PROBE, log_dir=tmp_path, plot=False), 3, initial_epoch=1
+    )
+    assert list(load_curves(tmp_path)["epochs"]) == [1, 2, 3]
+    assert stuck.epochs == [1]
+
+
+def test_a_corrupt_probe_file_warns_and_training_goes_on(tmp_path):
+    (tmp_path / "curves").mkdir()
+    (tmp_path / "curves" / "x.npy").write_bytes(b"")  # a power loss mid-write
+    logger = DerivativeLogger(PROBE, log_dir=tmp_path, plot=False)
+    with pytest.warns(RuntimeWarning, match="could not record the probe points"):
+        history = fit(net(), logger, epochs=2)
+    assert len(history.history["loss"]) == 2 and logger.epochs == [1, 2]
+    fit(net(), DerivativeLogger(PROBE, log_dir=tmp_path / "fresh", plot=False), 1)

@@ -256,7 +256,7 @@ class DerivativeLogger(keras.callbacks.Callback):
         if exact and self.order >= 2 and self._verdict == curvature.PIECEWISE_LINEAR:
             self._report_zero_curvature(curvature.zero_curvature_message(net))
         self._summaries = None
-        self._disk = False
+        self._disk = self._first_logged = False
         if self.log_dir is not None:
             self._open_log_dir()
         if self.tensorboard:
@@ -281,15 +281,41 @@ class DerivativeLogger(keras.callbacks.Callback):
             return
         try:
             curve_store.remove_stale_temporaries(self.log_dir)
-            curve_store.write_probe(self.log_dir, self.x)
-        except ValueError:
+            curve_store.open_run(self.log_dir, self.x, self._run_options())
+        except curve_store.OtherRun:
             curve_store.release(self.log_dir, self)
             raise
-        except OSError as err:
+        except Exception as err:  # noqa: BLE001 - a corrupt or unwritable file
             curve_store.release(self.log_dir, self)
-            self._guard("write the probe points", _raise, err)
+            self._guard("record the probe points", _raise, err)
             return
         self._disk = True
+        self._first_logged = True
+
+    def _run_options(self):
+        """What the stored curves are: a history holds one kind only."""
+        return {
+            "keys": list(self.keys),
+            "hessian": self.hessian,
+            "wrt": list(self.wrt) if self.wrt is not None else None,
+            "smoothing": self.smoothing,
+            "dtype": str(self.x.dtype),
+        }
+
+    def _supersede(self, epoch):
+        """This run logs `epoch`: stored epochs from there on belong to an
+        earlier run (resumed from an earlier checkpoint, or a new fit that
+        counts from 1 again) and are moved aside, not overwritten."""
+        moved, where = curve_store.supersede_from(self.log_dir, epoch)
+        if moved:
+            warnings.warn(
+                f"DerivativeLogger: {self.log_dir} held epochs {moved[0]}-{moved[-1]} "
+                f"of an earlier run, and this run logs epoch {epoch}: moved them "
+                f"to {where} (load_curves reads this run's history). To continue "
+                "an earlier run's numbering, pass fit(initial_epoch=...).",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def on_train_end(self, logs=None):
         if self._summaries is not None:
@@ -316,6 +342,9 @@ class DerivativeLogger(keras.callbacks.Callback):
         if logs is not None:
             logs.update(scalars)
         if self._disk:
+            if self._first_logged:
+                self._first_logged = False
+                self._guard("move superseded curves aside", self._supersede, epoch)
             arrays = dict(zip(self.keys, values, strict=True))
             self._guard(
                 "write the curves", curve_store.write_epoch, self.log_dir, epoch, arrays
