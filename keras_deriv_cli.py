@@ -66,6 +66,14 @@ def parser():
         help="the layer or sub-model to differentiate (default: the model, or the "
         "network its DerivativeModel wraps)",
     )
+    inspect.add_argument(
+        "--smoothing",
+        type=float,
+        default=None,
+        metavar="SIGMA",
+        help="also show the derivatives smoothed at resolution SIGMA (default: "
+        "1/20 of the range for a piecewise-linear network, else none)",
+    )
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.add_argument(
         "--unsafe",

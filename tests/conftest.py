@@ -143,3 +143,27 @@ def weight_gradients(layer, x, weights, level=2):
         for w, g in zip(weights, grads, strict=True)
     ]
     return float(to_numpy(loss)), grads
+
+
+def relu_layer_closed_form(net, x, sigma):
+    """The exact smoothed dy, d2y, d3y of a one-hidden-layer ReLU network
+    f = Σ a relu(w x + b) + c: f' = Σ a w 1[w x + b > 0] smooths to
+    Σ a w Φ((w x + b)/(|w|σ)), f'' = Σ a |w| δ(x - k) to Σ a |w| φ_σ(x - k)
+    at the kinks k = -b/w, f''' to Σ a |w| φ_σ'(x - k)."""
+
+    def ndtr(v):
+        return 0.5 * (1 + np.vectorize(math.erf)(v / math.sqrt(2)))
+
+    (kernel, bias), (out_kernel, _) = [
+        [to_numpy(v).astype("float64") for v in layer.weights] for layer in net.layers
+    ]
+    w, b, a = kernel[0], bias, out_kernel[:, 0]
+    x = np.asarray(x, "float64").reshape(-1, 1)
+    keep = w != 0
+    w, b, a = w[keep], b[keep], a[keep]
+    z = (x - (-b / w)) / sigma
+    phi = np.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))
+    dy = (a * w * ndtr((w * x + b) / (np.abs(w) * sigma))).sum(1)
+    d2y = (a * np.abs(w) * phi).sum(1)
+    d3y = (a * np.abs(w) * phi * (-z / sigma)).sum(1)
+    return dy, d2y, d3y

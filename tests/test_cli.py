@@ -16,9 +16,12 @@ from keras_deriv.cli import main
 
 def test_demo_shows_the_relu_trap_and_a_curved_smooth_net(demo_run):
     results, text, out_dir = demo_run
-    relu, value_only, sobolev = results.values()
+    relu, smoothed, value_only, sobolev = results.values()
     assert relu["d2y_zero_fraction"] == 1.0
     assert [f.split()[-1] for f in relu["flagged"]] == ["(relu)"]
+    # the same net smoothed at σ = 0.05: the curvature of what it fits
+    assert 1.6 < smoothed["d2y_mean"] < 2.2
+    assert "Smoothed at σ = 0.05" in text and "relu 1024 smoothed" in text
     assert value_only["flagged"] == [] and sobolev["flagged"] == []
     assert sobolev["d2y_max_error"] < 0.3  # within 0.3 of 2 on [0.1, 0.9]
     assert 1.5 < value_only["d2y_mean"] < 2.5
@@ -183,3 +186,24 @@ def test_only_the_framework_banner_is_dropped_from_stderr():
     assert "cuda" not in result.stderr
     assert "native error" in result.stderr and "our message" in result.stderr
     assert "after" in result.stderr
+
+
+def test_inspect_of_a_relu_net_shows_its_smoothed_curvature(
+    relu_file, tmp_path, capsys
+):
+    from conftest import relu_layer_closed_form
+
+    assert main(["inspect", relu_file, "--json", "--out", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    smoothed = report["smoothed"]
+    assert smoothed["sigma"] == 0.05  # 1/20 of the default slice [0, 1]
+    net = keras.models.load_model(relu_file)
+    grid = np.linspace(0, 1, 200)
+    _, d2y, _ = relu_layer_closed_form(net, grid, 0.05)
+    assert np.abs(d2y).max() > 0.1  # curved when smoothed: not 0 == 0
+    assert abs(smoothed["d2y_mean"] - d2y.mean()) < 0.05 * np.abs(d2y).max()
+    with open(report["files"]["csv"]) as f:
+        assert "d2y_smoothed_0" in f.readline()
+    assert main(["inspect", relu_file, "--out", str(tmp_path)]) == 0
+    assert "Smoothed at σ = 0.05" in capsys.readouterr().out
+    assert main(["inspect", relu_file, "--smoothing", "0", "--out", str(tmp_path)]) == 2
