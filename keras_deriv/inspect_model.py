@@ -192,6 +192,12 @@ def input_width(net):
         outputs = keras.tree.flatten(getattr(net, "outputs", None) or [net.output])
     except (AttributeError, IndexError, TypeError, ValueError):
         inputs = outputs = []
+    if len(inputs) > 1:
+        raise UsageError(
+            f"{net.name!r} has {len(inputs)} inputs; inspect varies one input of "
+            "points (batch, d). Name a one-input part of the model with --network "
+            "NAME, or call keras_deriv.derivatives() in Python."
+        )
     if len(outputs) > 1:
         raise UsageError(
             f"{net.name!r} has {len(outputs)} outputs; name the one network to "

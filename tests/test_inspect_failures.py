@@ -198,7 +198,7 @@ TABLE = [
     (lambda_in_safe_mode, 1, "--unsafe"),
     (class_named_safe_mode, 1, "Could not load"),
     (multi_output_without_network, 2, "--network NAME"),
-    (multi_input, 1, "input"),
+    (multi_input, 2, "2 inputs"),
     (conv1d, 1, "shape (None, 8, 1)"),
     (embedding, 1, "Embedding"),
     # Keras accepts the name; TensorFlow's name scopes do not: one sentence
