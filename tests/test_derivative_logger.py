@@ -292,3 +292,81 @@ def test_logs_the_wrapped_network_of_a_sobolev_model(tmp_path):
     model.fit(xy, {"y": xy[:, :1]}, epochs=2, verbose=0, callbacks=[logger])
     assert logger.curves["dy"][-1].shape == (10, 1, 1)
     assert (tmp_path / "derivatives.png").exists()
+
+
+def test_history_says_which_epochs_the_derivative_logs_belong_to():
+    logger = DerivativeLogger(PROBE, every=2)
+    history = fit(net(), logger, epochs=5)
+    assert len(history.history["loss"]) == 5
+    assert history.history["derivatives_epoch"] == [1, 3, 5]
+    assert len(history.history["d2y_abs_mean"]) == 3
+
+
+def test_a_probe_that_is_not_a_slice_warns_and_slice_points_makes_one():
+    from keras_deriv import slice_points
+
+    two = keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(8, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
+    two.compile("adam", "mse")
+    scattered = np.random.default_rng(0).uniform(size=(30, 2)).astype("float32")
+    target = scattered[:, :1] ** 2
+    with pytest.warns(UserWarning, match="zigzag"):
+        two.fit(
+            scattered,
+            target,
+            epochs=1,
+            verbose=0,
+            callbacks=[DerivativeLogger(scattered)],
+        )
+    line = slice_points(d=2, feature=0, lo=0.0, hi=1.0, points=30, at=[0.0, 0.25])
+    assert line.shape == (30, 2) and np.all(line[:, 1] == 0.25)
+    np.testing.assert_allclose(line[:, 0], np.linspace(0, 1, 30))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        two.fit(
+            scattered, target, epochs=1, verbose=0, callbacks=[DerivativeLogger(line)]
+        )
+    # the plotted feature among wrt: x[:, 1] varies, x[:, 0] fixed
+    column = slice_points(d=2, feature=1, lo=-1.0, hi=1.0, points=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        two.fit(
+            scattered,
+            target,
+            epochs=1,
+            verbose=0,
+            callbacks=[DerivativeLogger(column, wrt=[1])],
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"d": 2, "feature": 2, "lo": 0, "hi": 1}, "feature"),
+        ({"d": 2, "feature": 0, "lo": 1, "hi": 0}, "lo < hi"),
+        ({"d": 2, "feature": 0, "lo": 0, "hi": float("nan")}, "finite"),
+        ({"d": 2, "feature": 0, "lo": 0, "hi": 1, "at": [0.0]}, "2 values"),
+        ({"d": 2, "feature": 0, "lo": 0, "hi": 1, "points": 1}, "points"),
+        ({"d": 2, "feature": 0.5, "lo": 0, "hi": 1}, "feature"),
+    ],
+)
+def test_slice_points_refuses_bad_arguments(kwargs, match):
+    from keras_deriv import slice_points
+
+    with pytest.raises((ValueError, TypeError), match=match):
+        slice_points(**kwargs)
+
+
+def test_smoothed_logs_say_so():
+    logger = DerivativeLogger(PROBE, smoothing=0.05)
+    history = fit(net(), logger, epochs=2)
+    assert "d2y_smoothed_abs_mean" in history.history
+    assert "d2y_abs_mean" not in history.history
+    assert set(logger.curves) == {"y", "dy_smoothed", "d2y_smoothed"}
+    labels = [axis.get_title() for axis in logger.figure().axes[:3]]
+    assert "d²y/dx² (smoothed, σ = 0.05)" in labels
