@@ -94,6 +94,17 @@ class DerivativeModel(keras.layers.Layer):
             inputs; Taylor wherever the backend's autodiff is known to be
             wrong, e.g. TensorFlow's second derivatives of
             LayerNormalization). Defaults to `"auto"`.
+        smoothing: `None` for the exact derivatives, or a resolution σ (in
+            input units) for the derivatives of the model smoothed by a
+            Gaussian of width σ along each differentiated feature: for a
+            ReLU network, whose exact second derivative is 0, the curvature
+            of the function it represents at that resolution. Computed by
+            64-node Gauss–Hermite quadrature of first derivatives at shifted
+            copies of each point (exact for polynomials); the Laplacian
+            sums the smoothed ∂²/∂x_i², and the full Hessian's (i, j) entry
+            smooths ∂y/∂x_i along x_j, symmetrized. `y` stays exact; the
+            other outputs are named `dy_smoothed`, `d2y_smoothed`, ...
+            (`output_keys`). Defaults to `None`.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
