@@ -38,3 +38,26 @@ def derivatives(f, x, order, hessian, wrt, piecewise_linear=False):
     if hessian == "laplacian" and order >= 2:
         levels[2] = ops.sum(levels[2], axis=-1)
     return levels
+
+
+def directional(f, x, directions, order):
+    """`[y, D¹, ..., Dᵒʳᵈᵉʳ]` of `f: (B, d) -> (B, m)` at `x` along the rows
+    of `directions` `(r, d)`: `y` `(B, m)`, each `Dᵏ` `(B, m, r)`.
+
+    Each direction v is a line through each point, s -> f(x + s v), and its
+    derivatives in s at 0 are the backend's nested derivatives of a
+    one-feature input: one copy of the batch per direction.
+    """
+    r, d = directions.shape
+    v = ops.convert_to_tensor(directions, x.dtype)
+    points = ops.reshape(ops.expand_dims(x, 1) + 0.0 * v, (-1, d))  # (B*r, d)
+    along = ops.reshape(ops.expand_dims(ops.zeros_like(x), 1) + v, (-1, d))
+
+    def line(s):
+        return f(points + s * along)
+
+    s = ops.zeros_like(points[:, :1])
+    y, *levels = backend.get().nested_derivatives(line, s, order, False, (0,))
+    m = y.shape[-1]
+    y = ops.reshape(y, (-1, r, m))[:, 0]
+    return [y] + [ops.transpose(ops.reshape(t, (-1, r, m)), (0, 2, 1)) for t in levels]

@@ -71,12 +71,19 @@ def _propagate(graph, jet, mode, training):
     return values[graph.output_key]
 
 
-def derivatives(graph: Graph, x, order, hessian, wrt, training=None):
+def derivatives(graph: Graph, x, order, hessian, wrt, training=None, directions=None):
     """`[y, dy, d2y, ...]` as the autodiff engine returns them: `y` `(B, m)`,
     derivatives `(B, m, d')`, the Laplacian `(B, m)`, the full Hessian
-    `(B, m, d', d')`; and the shape of one point's output."""
-    d, n = x.shape[-1], len(wrt)
-    directions = ops.take(ops.eye(d, dtype=x.dtype), list(wrt), axis=0)  # (d', d)
+    `(B, m, d', d')`; and the shape of one point's output. With
+    `directions` (an array `(r, d)`), the derivatives along those
+    directions instead of the features `wrt`, as `(B, m, r)`."""
+    d = x.shape[-1]
+    if directions is None:
+        directions = ops.take(ops.eye(d, dtype=x.dtype), list(wrt), axis=0)
+    else:
+        directions = ops.convert_to_tensor(directions, x.dtype)
+        hessian = "diagonal"
+    n = directions.shape[0]
     kind = {"laplacian": "laplacian", "full": "hessian"}.get(hessian, "directions")
     mode = jets.Mode(kind if order >= 2 else "directions", n)
     # The input's first coefficient is the same at every point: a batch of

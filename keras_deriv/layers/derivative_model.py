@@ -10,7 +10,7 @@ from keras import ops
 
 from keras_deriv import backend
 from keras_deriv.analysis import checks, curvature
-from keras_deriv.engines import autodiff, select, smoothing, taylor
+from keras_deriv.engines import autodiff, interpolation, select, smoothing, taylor
 from keras_deriv.errors import NotDifferentiableError, PrecisionWarning
 from keras_deriv.graph.walk import fingerprint, walk
 from keras_deriv.layers.network_saving import network_entries, pop_network
@@ -22,6 +22,7 @@ from keras_deriv.options import (
     check_wrt,
     output_keys,
 )
+from keras_deriv.partials import check_partials, check_variables
 
 Tensor = Any
 
@@ -140,11 +141,13 @@ class DerivativeModel(keras.layers.Layer):
     def __init__(
         self,
         model: keras.layers.Layer,
-        order: int = 2,
-        hessian: str = "diagonal",
+        order: int | None = None,
+        hessian: str | None = None,
         wrt: list[int] | None = None,
         method: str = "auto",
         smoothing: float | None = None,
+        partials: dict | None = None,
+        variables: str | list[str] | None = None,
         **kwargs: Any,
     ):
         backend.get()  # fail at construction on a backend without autodiff
@@ -159,11 +162,23 @@ class DerivativeModel(keras.layers.Layer):
                 f"{type(model).__name__}. Wrap plain functions in a "
                 "keras.layers.Layer subclass."
             )
-        self.order = check_order(order)
-        self.hessian = check_hessian(hessian, self.order)
         self.wrt = check_wrt(wrt)
         self.method = check_method(method)
         self.smoothing = check_smoothing(smoothing)
+        self.partials = None
+        self.partial_variables = variables  # Keras's Layer.variables is taken
+        if partials is not None:
+            self._set_partials(partials, variables, order, hessian, wrt, smoothing)
+        else:
+            if variables is not None:
+                raise ValueError(
+                    "`variables` names the features that `partials` refers to; "
+                    "pass `partials` too, or `wrt` to pick features by index."
+                )
+            self.order = check_order(2 if order is None else order)
+            self.hessian = check_hessian(
+                "diagonal" if hessian is None else hessian, self.order
+            )
         self.model = model
         self._connection_checked = False
         self._engine = None
@@ -171,10 +186,35 @@ class DerivativeModel(keras.layers.Layer):
         # execution is eager, not in a build inside a traced function.
         curvature.judge_activations(walk(model, read_config=False))
 
+    def _set_partials(self, partials, variables, order, hessian, wrt, smoothing):
+        given = [
+            name
+            for name, value in (
+                ("order", order),
+                ("hessian", hessian),
+                ("wrt", wrt),
+                ("smoothing", smoothing),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ValueError(
+                f"`partials` names every derivative to compute; it cannot be "
+                f"combined with {', '.join(f'`{g}`' for g in given)}. Put the "
+                'orders in the multi-indices instead, e.g. {"u_xx": "xx"}.'
+            )
+        self._named = check_partials(partials, check_variables(variables, None), None)
+        self.partials = partials
+        self.order = self._named.max_order
+        self.hessian = "diagonal"
+
     @property
     def output_keys(self) -> tuple[str, ...]:
-        """Names of the outputs in order: `("y", "dy", "d2y", ...)`, or
-        `("y", "dy_smoothed", "d2y_smoothed", ...)` with `smoothing`."""
+        """Names of the outputs in order: `("y", "dy", "d2y", ...)`,
+        `("y", "dy_smoothed", "d2y_smoothed", ...)` with `smoothing`, or
+        `("y", *partials)` with `partials`."""
+        if self.partials is not None:
+            return ("y", *self._named.names)
         return output_keys(self.order, self.smoothing)
 
     @property
@@ -258,6 +298,11 @@ class DerivativeModel(keras.layers.Layer):
 
     def build(self, input_shape: tuple) -> None:
         input_shape = self._check_input_shape(input_shape)
+        if self.partials is not None:
+            width = input_shape[-1]
+            variables = check_variables(self.partial_variables, width)
+            self._named = check_partials(self.partials, variables, width)
+            self._plan = interpolation.Plan(self._named.terms, width)
         if not self.model.built:
             self.model.build(input_shape)
         self._input_shape = input_shape
@@ -286,6 +331,8 @@ class DerivativeModel(keras.layers.Layer):
         self._graph = graph
         input_shape = self._input_shape
         directions = len(self.wrt) if self.wrt is not None else input_shape[-1]
+        if self.partials is not None:
+            directions = len(self._plan.directions)
         self._engine = select.choose_engine(
             self.method,
             taylor_gap=self._taylor_gap,
@@ -331,12 +378,14 @@ class DerivativeModel(keras.layers.Layer):
             frame, level = frame.f_back, level + 1
         return 2
 
-    def compute_output_shape(self, input_shape: tuple) -> list[tuple]:
+    def compute_output_shape(self, input_shape: tuple) -> list[tuple] | dict:
         input_shape = self._check_input_shape(input_shape)
         out, _ = self._inner_output(input_shape, "float32")
         return self._shapes(input_shape, out)
 
     def _shapes(self, input_shape, out):
+        if self.partials is not None:  # every derivative has y's shape
+            return {key: tuple(out) for key in self.output_keys}
         batch, out = out[0], out[1:]
         d = len(self.wrt) if self.wrt is not None else input_shape[-1]
         shapes = [(batch, *out), (batch, *out, d)]
@@ -357,10 +406,11 @@ class DerivativeModel(keras.layers.Layer):
         out, out_dtype = self._inner_output(input_shape, dtype)
         wide = out_dtype == "float64" and checks.float64_available()
         result = "float64" if wide else "float32"
-        return [
-            keras.KerasTensor(shape, dtype=result)
-            for shape in self._shapes(input_shape, out)
-        ]
+        return keras.tree.map_structure(
+            lambda shape: keras.KerasTensor(shape, dtype=result),
+            self._shapes(input_shape, out),
+            none_is_leaf=False,
+        )
 
     # -- computation --------------------------------------------------------
 
@@ -475,6 +525,8 @@ class DerivativeModel(keras.layers.Layer):
         checks.raise_if_batch_dependent(self._graph, training)
         engine = self._check_random_masks(training)
         wrt = self.wrt if self.wrt is not None else tuple(range(x.shape[-1]))
+        if self.partials is not None:
+            return self._named_partials(x, training, engine, dtype)
         if self.smoothing is None:
             levels = self._levels(x, self.order, self.hessian, wrt, training, engine)
         else:
@@ -488,13 +540,23 @@ class DerivativeModel(keras.layers.Layer):
             )
         return self._unflatten(levels, dtype)
 
-    def _levels(self, x, order, hessian, wrt, training, engine):
-        """`[y, dy, ...]` at `x` by `engine`, flattened to `(B, m, ...)`."""
+    def _named_partials(self, x, training, engine, dtype):
+        """`{"y": y, name: partial or operator}`, each of y's shape."""
+        plan = self._plan
+        levels = self._levels(
+            x, plan.order, "diagonal", None, training, engine, plan.directions
+        )
+        values = [levels[0], *plan.combine(levels)]
+        return dict(zip(self.output_keys, self._unflatten(values, dtype), strict=True))
+
+    def _levels(self, x, order, hessian, wrt, training, engine, directions=None):
+        """`[y, dy, ...]` at `x` by `engine`, flattened to `(B, m, ...)`;
+        with `directions` `(r, d)`, the derivatives along them, `(B, m, r)`."""
         dtype = x.dtype
         if engine == "taylor":
             try:
                 levels, shape = taylor.derivatives(
-                    self._graph, x, order, hessian, wrt, training
+                    self._graph, x, order, hessian, wrt, training, directions
                 )
                 self._check_output_shape(shape)
                 return levels
@@ -515,6 +577,8 @@ class DerivativeModel(keras.layers.Layer):
 
         piecewise = self._verdict == curvature.PIECEWISE_LINEAR
         try:
+            if directions is not None:
+                return autodiff.directional(f, x, directions, order)
             return autodiff.derivatives(
                 f, x, order, hessian, wrt, piecewise_linear=piecewise
             )
@@ -536,11 +600,13 @@ class DerivativeModel(keras.layers.Layer):
         config.update(
             {
                 **network_entries(self.model),
-                "order": self.order,
-                "hessian": self.hessian,
+                "order": self.order if self.partials is None else None,
+                "hessian": self.hessian if self.partials is None else None,
                 "wrt": list(self.wrt) if self.wrt is not None else None,
                 "method": self.method,
                 "smoothing": self.smoothing,
+                "partials": _json_partials(self.partials),
+                "variables": self.partial_variables,
             }
         )
         return config
@@ -550,3 +616,23 @@ class DerivativeModel(keras.layers.Layer):
         config = copy.deepcopy(config)
         model = pop_network(config, config.get("name", "?"))
         return cls(model, **config)
+
+
+def _json_partials(partials):
+    """`partials` as JSON keeps it: multi-indices as strings or lists, an
+    operator as a list of `[multi-index, coefficient]` pairs (its keys may
+    be tuples, which JSON objects cannot hold)."""
+    if partials is None:
+        return None
+
+    def index(spec):
+        return list(spec) if isinstance(spec, tuple) else spec
+
+    return {
+        name: (
+            [[index(k), c] for k, c in spec.items()]
+            if isinstance(spec, dict)
+            else index(spec)
+        )
+        for name, spec in partials.items()
+    }

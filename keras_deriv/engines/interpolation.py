@@ -1,0 +1,110 @@
+"""Mixed partials from derivatives along a few directions.
+
+Along a direction v, D^k_v f = k! Σ_{|β|=k} (v^β / β!) ∂^β f. Taking as
+directions v = i / k for every integer vector i with |i| = k over the
+variables of a multi-index α (the set is unisolvent: Griewank, Utke and
+Walther, Math. Comp. 2000), the matrix A[v, β] = v^β / β! is invertible,
+and ∂^α f = Σ_v W[α, v] D^k_v f with W = A⁻¹ / k!. A linear operator
+Σ c_α ∂^α f is then one weighted sum of directional derivatives per order;
+the engines compute each direction's Taylor coefficients once, and every
+requested partial and operator is a fixed linear combination of them.
+"""
+
+import itertools
+import math
+
+import numpy as np
+from keras import ops
+
+
+def _compositions(k, n):
+    """Integer vectors of length n with entries >= 0 summing to k."""
+    for cuts in itertools.combinations(range(k + n - 1), n - 1):
+        bounds = (-1, *cuts, k + n - 1)
+        yield tuple(bounds[j + 1] - bounds[j] - 1 for j in range(n))
+
+
+def _counts(index, variables):
+    return tuple(index.count(v) for v in variables)
+
+
+class Plan:
+    """The directions to differentiate along and, per output, the weights
+    that turn their Taylor coefficients into it.
+
+    Args:
+        terms: per output, `{multi-index: coefficient}` (multi-indices are
+            sorted tuples of feature indices).
+        width: the number of input features.
+    """
+
+    def __init__(self, terms, width):
+        self.width = width
+        self._directions = {}  # direction (tuple) -> column
+        # per output: list of (order, {column: weight})
+        self.outputs = []
+        for operator in terms:
+            per_order = {}
+            for index, coefficient in operator.items():
+                k = len(index)
+                weights = per_order.setdefault(k, {})
+                for column, w in self._weights(index).items():
+                    weights[column] = weights.get(column, 0.0) + coefficient * w
+            self.outputs.append(sorted(per_order.items()))
+        self.order = max(k for output in self.outputs for k, _ in output)
+
+    @property
+    def directions(self) -> np.ndarray:
+        """`(r, width)`: the directions, one per row."""
+        rows = sorted(self._directions, key=self._directions.get)
+        return np.asarray(rows, dtype="float64").reshape(-1, self.width)
+
+    def _column(self, direction):
+        return self._directions.setdefault(direction, len(self._directions))
+
+    def _weights(self, index):
+        """`{column: weight}` with ∂^index f = Σ weight · D^k_column f."""
+        k = len(index)
+        variables = sorted(set(index))
+        n = len(variables)
+        basis = list(_compositions(k, n))
+        target = basis.index(_counts(index, variables))
+        rows = []
+        columns = []
+        for i in basis:
+            v = np.asarray(i, dtype="float64") / k
+            rows.append(
+                [
+                    np.prod(v ** np.asarray(beta))
+                    / np.prod([math.factorial(b) for b in beta])
+                    for beta in basis
+                ]
+            )
+            direction = [0.0] * self.width
+            for variable, component in zip(variables, v, strict=True):
+                direction[variable] = float(component)
+            columns.append(self._column(tuple(direction)))
+        inverse = np.linalg.inv(np.asarray(rows)) / math.factorial(k)
+        return {
+            column: float(inverse[target, j])
+            for j, column in enumerate(columns)
+            if inverse[target, j] != 0.0
+        }
+
+    def combine(self, levels):
+        """The outputs from `levels[k]` `(B, m, r)`, D^k along each direction;
+        each output `(B, m)`."""
+        r = len(self._directions)
+        results = []
+        for output in self.outputs:
+            total = None
+            for k, weights in output:
+                w = np.zeros(r)
+                for column, weight in weights.items():
+                    w[column] = weight
+                term = ops.einsum(
+                    "bmr,r->bm", levels[k], ops.convert_to_tensor(w, levels[k].dtype)
+                )
+                total = term if total is None else total + term
+            results.append(total)
+        return results
