@@ -406,11 +406,10 @@ class DerivativeModel(keras.layers.Layer):
         out, out_dtype = self._inner_output(input_shape, dtype)
         wide = out_dtype == "float64" and checks.float64_available()
         result = "float64" if wide else "float32"
-        return keras.tree.map_structure(
-            lambda shape: keras.KerasTensor(shape, dtype=result),
-            self._shapes(input_shape, out),
-            none_is_leaf=False,
-        )
+        shapes = self._shapes(input_shape, out)
+        if isinstance(shapes, dict):
+            return {k: keras.KerasTensor(s, dtype=result) for k, s in shapes.items()}
+        return [keras.KerasTensor(shape, dtype=result) for shape in shapes]
 
     # -- computation --------------------------------------------------------
 
