@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
+from keras_deriv.engines import smoothing
 from keras_deriv.graph.walk import fingerprint, walk
 from keras_deriv.layers.derivative_model import DerivativeModel
 from keras_deriv.options import (
@@ -18,6 +19,9 @@ from keras_deriv.options import (
 )
 
 DEFAULT_BATCH_SIZE = 4096
+# With smoothing, each point is 1 + 64·d' network evaluations: the default
+# chunk holds this many of them.
+SMOOTHED_ROWS = 2**16
 
 # Recently used evaluators, so that repeated calls (a loop over slices)
 # reuse the compiled function instead of retracing. Bounded: an evaluator
@@ -37,6 +41,11 @@ class Evaluator:
         self.model = model
         self.fingerprint = fingerprint(model)
         self._function = keras.Model(inputs, self.layer(inputs))
+        self.default_batch_size = DEFAULT_BATCH_SIZE
+        if self.layer.smoothing is not None:
+            wrt = self.layer.wrt if self.layer.wrt is not None else range(d)
+            cost = smoothing.rows_per_point(list(wrt))
+            self.default_batch_size = max(1, SMOOTHED_ROWS // cost)
 
     def is_current(self, graph=None):
         """Whether the model still has the structure this function was
@@ -47,7 +56,7 @@ class Evaluator:
     def __call__(self, x, batch_size=None):
         n = len(x)
         if batch_size is None:
-            batch_size = min(n, DEFAULT_BATCH_SIZE)
+            batch_size = min(n, self.default_batch_size)
         batch_size = check_batch_size(batch_size)
         outputs = None
         for start in range(0, n, batch_size):
@@ -128,7 +137,8 @@ def derivatives(
         wrt: indices of the input features to differentiate, or `None` for
             all. Defaults to `None`.
         batch_size: points per chunk; `None` evaluates up to 4096 points at
-            a time. Defaults to `None`.
+            a time (with `smoothing`, up to 65536 network evaluations, each
+            point costing 1 + 64·d'). Defaults to `None`.
         method: `"auto"`, `"autodiff"` or `"taylor"`, as in
             `DerivativeModel`. Defaults to `"auto"`.
         smoothing: `None` for the exact derivatives, or a resolution σ (in

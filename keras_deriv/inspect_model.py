@@ -291,7 +291,8 @@ def run(args, stream=None):
         sigma = (hi - lo) / 20
     smoothed = None
     if sigma is not None:
-        smoothed = curves(derivatives(net, x, order=2, smoothing=sigma), args.feature)
+        along = derivatives(net, x, order=2, smoothing=sigma, wrt=[args.feature])
+        smoothed = curves(along, 0)  # smoothed along the slice's feature only
         table.update({f"{k}_smoothed": smoothed[k] for k in ("dy", "d2y")})
     stem = os.path.splitext(os.path.basename(args.model))[0]
     png = os.path.join(args.out, f"{stem}_derivatives.png")

@@ -75,7 +75,15 @@ def test_inspect_json_reports_findings_curves_and_files(relu_file, tmp_path, cap
     assert [f["activation"] for f in report["findings"]] == ["relu"]
     assert report["d2y_zero_fraction"] == 1.0
     rows = list(csv.DictReader(open(report["files"]["csv"])))
-    assert len(rows) == 50 and list(rows[0]) == ["x", "y_0", "dy_0", "d2y_0"]
+    # a ReLU net: the smoothed curves come along (the exact d2y is 0)
+    assert len(rows) == 50 and list(rows[0]) == [
+        "x",
+        "y_0",
+        "dy_0",
+        "d2y_0",
+        "dy_smoothed_0",
+        "d2y_smoothed_0",
+    ]
     assert float(rows[0]["x"]) == -1.0 and float(rows[-1]["x"]) == 1.0
     assert open(report["files"]["png"], "rb").read(4) == b"\x89PNG"
 

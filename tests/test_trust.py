@@ -329,7 +329,7 @@ def test_logger_and_derivatives_accept_a_dict_of_one_derivative_output(tmp_path)
     assert main(["inspect", path, "--out", str(tmp_path)]) == 0
 
 
-def test_an_inspect_failure_is_one_sentence_and_exit_1(tmp_path, capsys):
+def test_an_inspect_failure_is_one_sentence_and_names_the_fix(tmp_path, capsys):
     inputs = keras.Input((1,))
     h = keras.layers.Dense(4, activation="tanh")(inputs)
     two = keras.Model(inputs, [keras.layers.Dense(1)(h), keras.layers.Dense(1)(h)])
@@ -337,10 +337,10 @@ def test_an_inspect_failure_is_one_sentence_and_exit_1(tmp_path, capsys):
     two.save(path)
     from keras_deriv.cli import main
 
-    assert main(["inspect", path, "--out", str(tmp_path)]) == 1
+    assert main(["inspect", path, "--out", str(tmp_path)]) == 2  # usage: name one
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert "one output tensor" in err
+    assert "2 outputs" in err and "--network NAME" in err
 
 
 # -- 9. a wrong inferred output shape is an error, not mixed points ----------

@@ -61,3 +61,15 @@ def directional(f, x, directions, order):
     m = y.shape[-1]
     y = ops.reshape(y, (-1, r, m))[:, 0]
     return [y] + [ops.transpose(ops.reshape(t, (-1, r, m)), (0, 2, 1)) for t in levels]
+
+
+def along(f, x, v):
+    """`(y, dy)`, both `(B, m)`: `f` and its first derivative at each point
+    `x[b]` along its own direction `v[b]`."""
+
+    def line(s):
+        return f(x + s * v)
+
+    s = ops.zeros_like(x[:, :1])
+    y, dy = backend.get().nested_derivatives(line, s, 1, False, (0,))
+    return y, dy[..., 0]

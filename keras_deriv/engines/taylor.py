@@ -139,3 +139,17 @@ def _level(c, mode, k, hessian, n, m):
         full = ops.take(ops.reshape(c, (-1, len(index), m)), square, axis=1)
         return ops.transpose(ops.reshape(full, (-1, n, n, m)), (0, 3, 1, 2))
     return ops.transpose(ops.reshape(c, (-1, n, m)), (0, 2, 1))
+
+
+def along(graph: Graph, x, v, training=None):
+    """`(y, dy, shape)`: the value and the first derivative of each point
+    `x[b]` along its own direction `v[b]` (`v` `(B, d)`), both `(B, m)`, and
+    the shape of one point's output."""
+    out = _propagate(graph, [x, v], jets.Mode("directions", 1), training)
+    value = out[0]
+    if out[1] is None:
+        raise Unsupported("the output does not depend on the input")
+    m = math.prod(value.shape[1:])
+    first = jets.batched(out[1], value)
+    shape = tuple(value.shape[1:])
+    return ops.reshape(value, (-1, m)), ops.reshape(first, (-1, m)), shape

@@ -2,6 +2,7 @@
 
 import copy
 import math
+import types
 import warnings
 from typing import Any
 
@@ -100,12 +101,15 @@ class DerivativeModel(keras.layers.Layer):
             Gaussian of width σ along each differentiated feature: for a
             ReLU network, whose exact second derivative is 0, the curvature
             of the function it represents at that resolution. Computed by
-            64-node Gauss–Hermite quadrature of first derivatives at shifted
-            copies of each point (exact for polynomials); the Laplacian
-            sums the smoothed ∂²/∂x_i², and the full Hessian's (i, j) entry
-            smooths ∂y/∂x_i along x_j, symmetrized. `y` stays exact; the
-            other outputs are named `dy_smoothed`, `d2y_smoothed`, ...
-            (`output_keys`). Defaults to `None`.
+            64-node Gauss–Hermite quadrature over shifted copies of each
+            point (1 + 64·d' evaluations of the model per point), from the
+            model's values where it has kinks, else from its first
+            derivatives; the quadrature is exact for polynomial integrands
+            of degree below 128. The Laplacian sums the smoothed
+            ∂²/∂x_i², and the full Hessian's (i, j) entry smooths ∂y/∂x_i
+            along x_j, symmetrized. `y` stays exact; the other outputs are
+            named `dy_smoothed`, `d2y_smoothed`, ... (`output_keys`).
+            Defaults to `None`.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -320,6 +324,11 @@ class DerivativeModel(keras.layers.Layer):
         self._connection_checked = False
         checks.raise_if_static_cut(graph)
         self._verdict = curvature.graph_verdict(graph)
+        # Kinks (ReLU and kin): first derivatives piecewise constant in the
+        # weights, so smoothing uses the values (engines/smoothing.py).
+        self._kinked = self._verdict != curvature.CURVED or bool(
+            curvature.findings_of(graph)
+        )
         if (
             self._verdict == curvature.PIECEWISE_LINEAR
             and self.order >= 2
@@ -480,6 +489,25 @@ class DerivativeModel(keras.layers.Layer):
             'or use method="auto" with layers the Taylor engine supports.'
         )
 
+    def _warn_smoothing_precision(self):
+        # The k-th smoothed derivative weighs the network's values (or first
+        # derivatives) by ~1/σᵏ (or 1/σ^(k-1)): the float32 unit, ~1e-7,
+        # grows by that much. Past ~1e4 it is a visible error.
+        if getattr(self, "_smoothing_checked", False):
+            return
+        self._smoothing_checked = True
+        power = self.order if self._kinked else self.order - 1
+        if self.smoothing**-power <= 1e4:
+            return
+        warnings.warn(
+            f"Smoothed derivatives of order {self.order} at σ = {self.smoothing:g} "
+            f"in float32: their quadrature weights scale as 1/σ^{power}, which "
+            f"amplifies float32 rounding (~1e-7) by ~{self.smoothing**-power:.0e}. "
+            "Use a larger σ, or float64 inputs and model.",
+            PrecisionWarning,
+            stacklevel=self._stack(),
+        )
+
     def _warn_float64_limits(self):
         if getattr(self, "_float64_checked", False):
             return
@@ -520,6 +548,8 @@ class DerivativeModel(keras.layers.Layer):
         if dtype == "float64":
             self._warn_float64_limits()
         x = ops.cast(inputs, dtype)
+        if self.smoothing is not None and dtype == "float32":
+            self._warn_smoothing_precision()
         self._check_connected(x)
         checks.raise_if_batch_dependent(self._graph, training)
         engine = self._check_random_masks(training)
@@ -529,15 +559,40 @@ class DerivativeModel(keras.layers.Layer):
         if self.smoothing is None:
             levels = self._levels(x, self.order, self.hessian, wrt, training, engine)
         else:
+            network = types.SimpleNamespace(
+                value=lambda z: self._flat_output(z, training, dtype),
+                along=lambda z, v: self._along(z, v, training, engine),
+                jacobian=lambda z: self._levels(
+                    z, 1, "diagonal", wrt, training, engine
+                ),
+            )
             levels = smoothing.derivatives(
-                lambda z: self._levels(z, 1, "diagonal", wrt, training, engine),
+                network,
                 x,
                 self.smoothing,
                 self.order,
                 self.hessian,
                 wrt,
+                value_form=self._kinked,
             )
         return self._unflatten(levels, dtype)
+
+    def _flat_output(self, z, training, dtype):
+        """The wrapped model's output at `z`, `(B, m)`."""
+        y = self._output_of(z, training=training)
+        self._check_output_shape(y.shape[1:])
+        return ops.reshape(ops.cast(y, dtype), (-1, math.prod(self._out_shape)))
+
+    def _along(self, z, v, training, engine):
+        """`(y, dy)` `(B, m)`: the derivative of each row along its own `v`."""
+        if engine == "taylor":
+            try:
+                y, dy, shape = taylor.along(self._graph, z, v, training)
+                self._check_output_shape(shape)
+                return y, dy
+            except taylor.Unsupported:
+                pass  # as _levels: the autodiff engine takes it
+        return autodiff.along(lambda u: self._flat_output(u, training, z.dtype), z, v)
 
     def _named_partials(self, x, training, engine, dtype):
         """`{"y": y, name: partial or operator}`, each of y's shape."""
