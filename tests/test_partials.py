@@ -1,0 +1,271 @@
+"""Named partials and linear operators: `DerivativeModel(partials=...,
+variables=...)`.
+
+The reference is a closed form: for a one-hidden-layer tanh network
+f(x) = Σ_u a_u tanh(w_u·x + b_u) + c, every partial is
+∂^α f = Σ_u a_u tanh⁽ᵏ⁾(z_u) Π_j w_uj^α_j with k = |α|, and tanh's
+derivatives are polynomials in t = tanh(z) (s = 1 - t²):
+s, -2ts, s(6t² - 2), 8ts(2 - 3t²).
+"""
+
+import itertools
+import math
+
+import keras
+import numpy as np
+import pytest
+from conftest import FLOAT64, assert_close, f64, mlp, to_numpy, weight_gradients
+
+from keras_deriv import DerivativeModel
+
+ENGINES = ("autodiff", "taylor")
+
+
+def tanh_derivative(z, k):
+    t = np.tanh(z)
+    s = 1 - t * t
+    return [t, s, -2 * t * s, s * (6 * t * t - 2), 8 * t * s * (2 - 3 * t * t)][k]
+
+
+def closed_form(net, x, counts):
+    """∂^counts f at x (float64), `counts` the order per feature; (B, m)."""
+    (kernel, bias), (out_kernel, _) = [
+        [to_numpy(v).astype("float64") for v in layer.weights] for layer in net.layers
+    ]
+    z = x @ kernel + bias
+    k = sum(counts)
+    factor = np.prod([kernel[j] ** c for j, c in enumerate(counts)], axis=0)
+    value = (tanh_derivative(z, k) * factor) @ out_kernel
+    return value if k else value + to_numpy(net.layers[1].weights[1])
+
+
+def multi_indices(d, k):
+    return list(itertools.combinations_with_replacement(range(d), k))
+
+
+def counts_of(index, d):
+    return tuple(index.count(j) for j in range(d))
+
+
+# float32 (JAX and torch round float64 to it): ~1e-7 per operation,
+# amplified by the order and the interpolation's weights
+TOL32 = {1: 2e-5, 2: 5e-5, 3: 2e-4, 4: 1e-3}
+
+
+@pytest.mark.parametrize("method", ENGINES)
+@pytest.mark.parametrize("d", [2, 3])
+def test_every_partial_up_to_order_four_against_the_closed_form(method, d):
+    net = mlp(d, (6,), 2, activation="tanh", seed=d)
+    x = np.random.default_rng(d).uniform(-1, 1, size=(5, d))
+    names = "xyz"[:d]
+    partials = {
+        f"u_{''.join(names[j] for j in index)}": "".join(names[j] for j in index)
+        for k in range(1, 5)
+        for index in multi_indices(d, k)
+    }
+    out = DerivativeModel(net, partials=partials, variables=names, method=method)(
+        f64(x)
+    )
+    assert list(out) == ["y", *partials]
+    assert_close(to_numpy(out["y"]), closed_form(net, x, (0,) * d), 1e-12, 1e-6)
+    for name, spec in partials.items():
+        index = tuple(names.index(c) for c in spec)
+        ref = closed_form(net, x, counts_of(index, d))
+        got = to_numpy(out[name])
+        assert got.shape == (5, 2)  # y's shape
+        assert_close(got, ref, 1e-10, TOL32[len(index)], name)
+
+
+@pytest.mark.parametrize("method", ENGINES)
+def test_operators_against_the_closed_form(method):
+    net = mlp(2, (8,), 1, activation="tanh", seed=7)
+    x = np.random.default_rng(1).uniform(-1, 1, size=(6, 2))
+
+    def partial(*counts):
+        return closed_form(net, x, counts)
+
+    operators = {
+        "heat": ({"t": 1, "xx": -0.1}, partial(0, 1) - 0.1 * partial(2, 0)),
+        "laplacian": ({"xx": 1, "tt": 1}, partial(2, 0) + partial(0, 2)),
+        "biharmonic": (
+            {"xxxx": 1, "xxtt": 2, "tttt": 1},
+            partial(4, 0) + 2 * partial(2, 2) + partial(0, 4),
+        ),
+        "tuples": (
+            {("x", "t"): 3.0, (0, 0, 1): -1.0},
+            3 * partial(1, 1) - partial(2, 1),
+        ),
+    }
+    layer = DerivativeModel(
+        net,
+        partials={name: op for name, (op, _) in operators.items()},
+        variables="xt",
+        method=method,
+    )
+    out = layer(f64(x))
+    for name, (_, ref) in operators.items():
+        assert np.abs(ref).max() > 1e-2  # not a check of 0 == 0
+        assert_close(to_numpy(out[name]), ref, 1e-10, 2e-3, name)
+
+
+def test_variables_as_a_list_and_unnamed_features_held_fixed():
+    net = mlp(3, (6,), 1, activation="tanh", seed=3)
+    x = np.random.default_rng(3).uniform(-1, 1, size=(4, 3))
+    out = DerivativeModel(
+        net, partials={"u_ab": ("alpha", "beta")}, variables=["alpha", "beta"]
+    )(f64(x))
+    assert_close(to_numpy(out["u_ab"]), closed_form(net, x, (1, 1, 0)), 1e-10, 5e-5)
+    by_index = DerivativeModel(net, partials={"u_02": (0, 2)})(f64(x))
+    assert_close(
+        to_numpy(by_index["u_02"]), closed_form(net, x, (1, 0, 1)), 1e-10, 5e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (
+            {"partials": {"u": "q"}, "variables": "xt"},
+            ValueError,
+            "unknown variable 'q'",
+        ),
+        ({"partials": {"u": "xxxxx"}, "variables": "xt"}, ValueError, "order 5"),
+        ({"partials": {"u": ""}, "variables": "xt"}, ValueError, "empty"),
+        ({"partials": {"u": ()}, "variables": "xt"}, ValueError, "empty"),
+        ({"partials": {"y": "x"}, "variables": "xt"}, ValueError, '"y"'),
+        ({"partials": {"u": "x"}, "variables": "xx"}, ValueError, "repeats"),
+        ({"partials": {"u": "x"}, "variables": "xtz"}, ValueError, "input has 2"),
+        ({"partials": {"u": (0, 5)}}, ValueError, "beyond the input"),
+        ({"partials": {"u": "x"}}, ValueError, "variables="),
+        ({"partials": {"u": {"x": "1"}}, "variables": "xt"}, TypeError, "numbers"),
+        ({"partials": {"u": {}}, "variables": "xt"}, ValueError, "no terms"),
+        ({"partials": {}, "variables": "xt"}, TypeError, "non-empty dict"),
+        ({"partials": ["x"], "variables": "xt"}, TypeError, "non-empty dict"),
+        (
+            {"partials": {"u": "x"}, "variables": "xt", "order": 2},
+            ValueError,
+            "`order`",
+        ),
+        (
+            {"partials": {"u": "x"}, "variables": "xt", "hessian": "full"},
+            ValueError,
+            "hessian",
+        ),
+        ({"partials": {"u": "x"}, "variables": "xt", "wrt": [0]}, ValueError, "`wrt`"),
+        (
+            {"partials": {"u": "x"}, "variables": "xt", "smoothing": 0.1},
+            ValueError,
+            "smoothing",
+        ),
+        ({"variables": "xt"}, ValueError, "pass `partials`"),
+        ({"partials": {"u": "x"}, "variables": 3}, TypeError, "variables"),
+    ],
+)
+def test_bad_partials_are_clear_errors(kwargs, error, match):
+    net = mlp(2, (4,), 1)
+    with pytest.raises(error, match=match):
+        DerivativeModel(net, **kwargs)(f64(np.zeros((2, 2))))
+
+
+@pytest.mark.parametrize("method", ENGINES)
+def test_weight_gradients_of_a_loss_on_a_mixed_partial(method):
+    net = mlp(2, (6,), 1, activation="tanh", seed=11)
+    x = f64(np.random.default_rng(0).uniform(-1, 1, size=(4, 2)))
+    layer = DerivativeModel(net, partials={"u_xt": "xt"}, variables="xt", method=method)
+
+    class Mixed(keras.layers.Layer):
+        """The layer's outputs as a list, u_xt at index 2, for the helper."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def call(self, x):
+            out = self.inner(x)
+            return [out["y"], out["y"], out["u_xt"]]
+
+    weights = net.trainable_variables
+    loss, grads = weight_gradients(Mixed(layer), x, weights, level=2)
+    assert loss > 1e-3
+    eps = 1e-5 if FLOAT64 else 3e-3
+    for w, g in zip(weights, grads, strict=True):
+        value = to_numpy(w)
+        for flat in (0, value.size - 1):
+            index = np.unravel_index(flat, value.shape)
+            losses = []
+            for step in (eps, -eps):
+                moved = value.copy()
+                moved[index] += step
+                w.assign(moved)
+                losses.append(float(np.mean(to_numpy(layer(x)["u_xt"]) ** 2)))
+            w.assign(value)
+            fd = (losses[0] - losses[1]) / (2 * eps)
+            tol = 1e-6 if FLOAT64 else 3e-2  # float32 central differences
+            assert abs(g[index] - fd) <= tol * max(1.0, abs(fd)), (w.path, g[index], fd)
+
+
+def test_a_heat_residual_trains_with_losses_and_sample_weights_by_name(tmp_path):
+    # u_t = 0.1 u_xx with u = exp(-0.1 π² t) sin(π x): the residual and the
+    # initial condition as two named losses, selected per point.
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(32, activation="tanh"),
+            keras.layers.Dense(32, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
+    inputs = keras.Input((2,))
+    layer = DerivativeModel(
+        net, partials={"residual": {"t": 1, "xx": -0.1}}, variables="xt", name="heat"
+    )
+    model = keras.Model(inputs, layer(inputs))
+    rng = np.random.default_rng(0)
+    inside = rng.uniform(size=(256, 2)).astype("float32")
+    initial = np.c_[rng.uniform(size=64), np.zeros(64)].astype("float32")
+    x = np.concatenate([inside, initial])
+    at_t0 = np.r_[np.zeros(256), np.ones(64)].astype("float32")
+    targets = {
+        "y": np.sin(math.pi * x[:, :1]).astype("float32"),
+        "residual": np.zeros((len(x), 1), "float32"),
+    }
+    model.compile(keras.optimizers.Adam(3e-3), loss={"y": "mse", "residual": "mse"})
+    history = model.fit(
+        x,
+        targets,
+        sample_weight={"y": 5.0 * at_t0, "residual": 1.0 - at_t0},
+        batch_size=64,
+        epochs=40,
+        verbose=0,
+    )
+    # both named losses are reported and fall (measured: by 6-8x)
+    assert {"y_loss", "residual_loss"} <= set(history.history)
+    assert history.history["loss"][-1] < 0.25 * history.history["loss"][0]
+    path = tmp_path / "heat.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_layer("heat").output_keys == ("y", "residual")
+    before, after = model.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    for key in before:
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-6, atol=1e-6)
+
+
+def test_partials_given_as_tuples_and_operators_with_tuple_keys_save(tmp_path):
+    net = mlp(2, (4,), 1, activation="tanh", dtype="float32")
+    inputs = keras.Input((2,))
+    layer = DerivativeModel(
+        net,
+        partials={"a": ("x", "t"), "b": (0, 0, 1), "c": {("x", "x"): 1.0, "t": 2.0}},
+        variables=["x", "t"],
+        name="named",
+    )
+    model = keras.Model(inputs, layer(inputs))
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    x = np.random.default_rng(0).uniform(size=(3, 2)).astype("float32")
+    before, after = model.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    assert set(after) == {"y", "a", "b", "c"}
+    for key in before:
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-6, atol=1e-7)
