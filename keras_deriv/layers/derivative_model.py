@@ -78,11 +78,12 @@ class DerivativeModel(keras.layers.Layer):
     Args:
         model: the Keras model or layer to differentiate. Its input is a
             float tensor `(batch, d)`, its output one tensor.
-        order: highest derivative order, an int from 1 to 4. Defaults to `2`.
+        order: highest derivative order, an int from 1 to 4. Defaults to `2`
+            (`None`).
         hessian: what the second derivative is: `"diagonal"` (pure partials
             ∂²y/∂x_i²), `"full"` (all ∂²y/∂x_i∂x_j) or `"laplacian"` (their
             trace). Orders 3 and 4 need `"diagonal"`. Defaults to
-            `"diagonal"`.
+            `"diagonal"` (`None`).
         wrt: indices of the input features to differentiate with respect to
             (e.g. `[0]` for x of an input `(x, t)`), the others held fixed;
             `None` for all. Defaults to `None`.
@@ -110,6 +111,21 @@ class DerivativeModel(keras.layers.Layer):
             along x_j, symmetrized. `y` stays exact; the other outputs are
             named `dy_smoothed`, `d2y_smoothed`, ... (`output_keys`).
             Defaults to `None`.
+        partials: a dict from output name to what to compute instead of
+            `[y, dy, ...]`: a multi-index of order 1 to 4 (a string of
+            variable names such as `"t"`, `"xx"`, `"xt"`, `"xxyy"`, or a
+            tuple of names or feature indices such as `("x", "t")` or
+            `(0, 1)`), or a linear operator with constant coefficients (a
+            dict from multi-index to number, e.g. `{"t": 1, "xx": -0.1}`).
+            The layer then returns a dict `{"y": y, name: ...}`, every entry
+            of y's shape, keyed like the losses in `fit`. Mixed partials
+            are interpolated from derivatives along a few directions.
+            Cannot be combined with `order`, `hessian`, `wrt` or
+            `smoothing`. Defaults to `None`.
+        variables: names for the input features that `partials` refers to:
+            a string of one-letter names in feature order (`"xt"`) or a list
+            of names; features without a name are held fixed. Defaults to
+            `None` (refer to features by index).
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -117,7 +133,9 @@ class DerivativeModel(keras.layers.Layer):
             `x.reshape(-1, 1)`, not `x` of shape `(batch,)`.
 
     Call returns:
-        A list of `order + 1` tensors `[y, dy, d2y, ...]`, shaped as above.
+        A list of `order + 1` tensors `[y, dy, d2y, ...]`, shaped as above;
+        with `partials`, a dict `{"y": y, name: ...}` of tensors of y's
+        shape.
 
     Warns:
         ZeroCurvatureWarning: once, at build, when order ≥ 2 is requested
