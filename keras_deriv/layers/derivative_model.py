@@ -14,6 +14,7 @@ from keras_deriv.analysis import checks, curvature
 from keras_deriv.engines import autodiff, interpolation, select, smoothing, taylor
 from keras_deriv.errors import NotDifferentiableError, PrecisionWarning
 from keras_deriv.graph.walk import fingerprint, walk
+from keras_deriv.layers.input_layout import InputLayout
 from keras_deriv.layers.network_saving import network_entries, pop_network
 from keras_deriv.options import (
     check_hessian,
@@ -192,7 +193,7 @@ class DerivativeModel(keras.layers.Layer):
         if partials is not None:
             self._set_partials(partials, variables, order, hessian, wrt, smoothing)
         else:
-            if variables is not None:
+            if variables is not None and not isinstance(variables, dict):
                 raise ValueError(
                     "`variables` names the features that `partials` refers to; "
                     "pass `partials` too, or `wrt` to pick features by index."
@@ -202,6 +203,9 @@ class DerivativeModel(keras.layers.Layer):
                 "diagonal" if hessian is None else hessian, self.order
             )
         self.model = model
+        self._layout = None
+        if isinstance(variables, dict) or len(_model_inputs(model)) > 1:
+            self._layout = InputLayout(model, variables)
         self._connection_checked = False
         self._engine = None
         # Custom activations are probed numerically: do it here, where
@@ -225,7 +229,12 @@ class DerivativeModel(keras.layers.Layer):
                 f"combined with {', '.join(f'`{g}`' for g in given)}. Put the "
                 'orders in the multi-indices instead, e.g. {"u_xx": "xx"}.'
             )
-        self._named = check_partials(partials, check_variables(variables, None), None)
+        names = (
+            _names_of_inputs(variables)
+            if isinstance(variables, dict)
+            else check_variables(variables, None)
+        )
+        self._named = check_partials(partials, names, None)
         self.partials = partials
         self.order = self._named.max_order
         self.hessian = "diagonal"
@@ -255,6 +264,8 @@ class DerivativeModel(keras.layers.Layer):
     # -- shapes and dtypes ----------------------------------------------------
 
     def _check_input_shape(self, input_shape):
+        if self._layout is not None:  # checked in InputLayout.flat
+            return (None, self._layout.width)
         input_shape = tuple(input_shape)
         if len(input_shape) != 2:
             hint = (
@@ -292,7 +303,10 @@ class DerivativeModel(keras.layers.Layer):
 
     def _inner_output(self, input_shape, dtype):
         """The wrapped model's output `(shape, dtype)` for this input."""
-        spec = self.model.compute_output_spec(keras.KerasTensor(input_shape, dtype))
+        if self._layout is not None:
+            spec = self.model.compute_output_spec(self._layout.specs(dtype))
+        else:
+            spec = self.model.compute_output_spec(keras.KerasTensor(input_shape, dtype))
         outputs = keras.tree.flatten(spec)
         if len(outputs) != 1:
             raise ValueError(
@@ -322,7 +336,10 @@ class DerivativeModel(keras.layers.Layer):
         input_shape = self._check_input_shape(input_shape)
         if self.partials is not None:
             width = input_shape[-1]
-            variables = check_variables(self.partial_variables, width)
+            if self._layout is not None:
+                variables = self._layout.names
+            else:
+                variables = check_variables(self.partial_variables, width)
             self._named = check_partials(self.partials, variables, width)
             self._plan = interpolation.Plan(self._named.terms, width)
         if not self.model.built:
@@ -356,8 +373,7 @@ class DerivativeModel(keras.layers.Layer):
         self._taylor_gap = taylor.taylor_gap(graph)
         self._defect = checks.autodiff_defect(graph, self.order)
         self._graph = graph
-        input_shape = self._input_shape
-        directions = len(self.wrt) if self.wrt is not None else input_shape[-1]
+        directions = len(self._features())
         if self.partials is not None:
             directions = len(self._plan.directions)
         self._engine = select.choose_engine(
@@ -414,7 +430,10 @@ class DerivativeModel(keras.layers.Layer):
         if self.partials is not None:  # every derivative has y's shape
             return {key: tuple(out) for key in self.output_keys}
         batch, out = out[0], out[1:]
-        d = len(self.wrt) if self.wrt is not None else input_shape[-1]
+        if self._layout is not None:
+            d = len(self.wrt or self._layout.differentiated)
+        else:
+            d = len(self.wrt) if self.wrt is not None else input_shape[-1]
         shapes = [(batch, *out), (batch, *out, d)]
         if self.order >= 2:
             shapes.append(
@@ -428,8 +447,9 @@ class DerivativeModel(keras.layers.Layer):
         return shapes
 
     def compute_output_spec(self, inputs: Tensor) -> list[keras.KerasTensor]:
-        dtype = self._check_input_dtype(inputs.dtype)
-        input_shape = self._check_input_shape(inputs.shape)
+        dtype = self._input_dtype(inputs)
+        shape = None if self._layout is not None else inputs.shape
+        input_shape = self._check_input_shape(shape)
         out, out_dtype = self._inner_output(input_shape, dtype)
         wide = out_dtype == "float64" and checks.float64_available()
         result = "float64" if wide else "float32"
@@ -457,11 +477,13 @@ class DerivativeModel(keras.layers.Layer):
     def _output_of(self, x, **kwargs):
         """The wrapped model's one output tensor (a dict or list of one
         tensor, as `keras.Model(x, {"u": u})` returns, is unwrapped)."""
+        if self._layout is not None:
+            x = self._layout.unflat(x)
         (y,) = keras.tree.flatten(self.model(x, **kwargs))
         return y
 
     def _raise_not_connected(self, x, cause=None):
-        culprit = checks.dynamic_cut(self.model, x)
+        culprit = None if self._layout else checks.dynamic_cut(self.model, x)
         where = f" at layer {culprit!r}" if culprit else ""
         raise NotDifferentiableError(
             f"The output of {self.model.name!r} does not depend differentiably "
@@ -558,20 +580,23 @@ class DerivativeModel(keras.layers.Layer):
             )
 
     def call(self, inputs: Tensor, training: bool | None = None) -> list[Tensor]:
-        self._check_input_dtype(inputs.dtype)
-        self._check_input_shape(inputs.shape)
+        input_dtype = self._input_dtype(inputs)
         if fingerprint(self.model) != self._fingerprint:
             self._analyse()  # the model was edited in place since
-        dtype = self.derivative_dtype(keras.backend.standardize_dtype(inputs.dtype))
+        dtype = self.derivative_dtype(input_dtype)
         if dtype == "float64":
             self._warn_float64_limits()
-        x = ops.cast(inputs, dtype)
+        if self._layout is not None:
+            x = self._layout.flat(inputs, dtype)
+        else:
+            self._check_input_shape(inputs.shape)
+            x = ops.cast(inputs, dtype)
         if self.smoothing is not None and dtype == "float32":
             self._warn_smoothing_precision()
         self._check_connected(x)
         checks.raise_if_batch_dependent(self._graph, training)
         engine = self._check_random_masks(training)
-        wrt = self.wrt if self.wrt is not None else tuple(range(x.shape[-1]))
+        wrt = self._features()
         if self.partials is not None:
             return self._named_partials(x, training, engine, dtype)
         if self.smoothing is None:
@@ -594,6 +619,40 @@ class DerivativeModel(keras.layers.Layer):
                 value_form=self._kinked,
             )
         return self._unflatten(levels, dtype)
+
+    def _input_dtype(self, inputs):
+        """The dtype the inputs are differentiated in (a float one)."""
+        if self._layout is None:
+            return self._check_input_dtype(inputs.dtype)
+        tensors = keras.tree.flatten(inputs)
+        if isinstance(inputs, dict):
+            tensors = [inputs[slot.name] for slot in self._layout.slots]
+        dtypes = []
+        for slot, t in zip(self._layout.slots, tensors, strict=False):
+            moved = any(
+                slot.offset <= p < slot.offset + slot.size
+                for p in self._layout.differentiated
+            )
+            if moved:
+                dtypes.append(self._check_input_dtype(t.dtype))
+        return "float64" if dtypes and set(dtypes) == {"float64"} else "float32"
+
+    def _features(self):
+        """The flat feature indices differentiated (`wrt` resolved)."""
+        if self._layout is None:
+            if self.wrt is not None:
+                return self.wrt
+            return tuple(range(self._input_shape[-1]))
+        features = self._layout.differentiated
+        if self.wrt is None:
+            return tuple(features)
+        if max(self.wrt) >= len(features):
+            raise ValueError(
+                f"`wrt`={list(self.wrt)} names a feature beyond the {len(features)} "
+                "differentiated ones (wrt indexes the differentiated inputs' "
+                "features, side by side)."
+            )
+        return tuple(features[i] for i in self.wrt)
 
     def _flat_output(self, z, training, dtype):
         """The wrapped model's output at `z`, `(B, m)`."""
@@ -708,3 +767,21 @@ def _json_partials(partials):
         )
         for name, spec in partials.items()
     }
+
+
+def _model_inputs(model):
+    try:
+        return keras.tree.flatten(getattr(model, "inputs", None) or [])
+    except (AttributeError, ValueError):
+        return []
+
+
+def _names_of_inputs(variables):
+    """Every variable name a `variables` dict gives (for early checks of
+    `partials`; their positions are fixed at build)."""
+    names = {}
+    for value in variables.values():
+        if value is not None:
+            for name in check_variables(value, None).values():
+                names[len(names)] = name
+    return names
