@@ -103,7 +103,7 @@ def _multi_index(spec, variables, width, where):
             indices.append(int(item))
         elif isinstance(item, str):
             if item not in by_name:
-                known = ", ".join(repr(n) for n in by_name.values()) or "none"
+                known = ", ".join(repr(n) for n in by_name) or "none"
                 raise ValueError(
                     f"{where}: unknown variable {item!r} (variables: {known}). "
                     'Name the input features with variables=, e.g. variables="xt".'

@@ -269,3 +269,118 @@ def test_partials_given_as_tuples_and_operators_with_tuple_keys_save(tmp_path):
     assert set(after) == {"y", "a", "b", "c"}
     for key in before:
         np.testing.assert_allclose(after[key], before[key], rtol=1e-6, atol=1e-7)
+
+
+def separate_inputs_net(seed=0):
+    """u(x, t) with x and t as two inputs: Concatenate -> tanh -> linear,
+    the closed form's network on the concatenated input."""
+    x, t = keras.Input((1,), name="x"), keras.Input((1,), name="t")
+    h = keras.layers.Concatenate()([x, t])
+    dense = keras.layers.Dense(
+        8, activation="tanh", kernel_initializer=keras.initializers.GlorotUniform(seed)
+    )
+    out = keras.layers.Dense(1, kernel_initializer=keras.initializers.GlorotUniform(9))
+    model = keras.Model([x, t], out(dense(h)))
+
+    class Layers:  # what closed_form reads: layers[0] and layers[1] weights
+        layers = [dense, out]
+
+    return model, Layers
+
+
+@pytest.mark.parametrize("structure", ["list", "dict"])
+def test_separate_inputs_named_partials_against_the_closed_form(structure):
+    model, dense_layers = separate_inputs_net()
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(6, 2)).astype("float32")
+    inputs = (
+        [x[:, :1], x[:, 1:]] if structure == "list" else {"x": x[:, :1], "t": x[:, 1:]}
+    )
+    out = DerivativeModel(
+        model,
+        variables={"x": "x", "t": "t"},
+        partials={"u_t": "t", "u_xt": "xt", "heat": {"t": 1, "xx": -0.1}},
+    )(inputs)
+    xd = x.astype("float64")
+    cases = {
+        "u_t": closed_form(dense_layers, xd, (0, 1)),
+        "u_xt": closed_form(dense_layers, xd, (1, 1)),
+        "heat": closed_form(dense_layers, xd, (0, 1))
+        - 0.1 * closed_form(dense_layers, xd, (2, 0)),
+    }
+    for name, ref in cases.items():
+        assert_close(to_numpy(out[name]), ref, 2e-5, 2e-5, name)  # float32 input
+
+
+def test_order_mode_differentiates_only_the_named_inputs():
+    model, dense_layers = separate_inputs_net(seed=3)
+    x = np.random.default_rng(1).uniform(-1, 1, size=(5, 2)).astype("float32")
+    y, dy, d2y = DerivativeModel(model, variables={"t": None})([x[:, :1], x[:, 1:]])
+    assert tuple(dy.shape) == (5, 1, 1)  # d/dt only
+    xd = x.astype("float64")
+    assert_close(
+        to_numpy(dy)[:, :, 0], closed_form(dense_layers, xd, (0, 1)), 2e-5, 2e-5
+    )
+    assert_close(
+        to_numpy(d2y)[:, :, 0], closed_form(dense_layers, xd, (0, 2)), 2e-5, 2e-5
+    )
+
+
+def test_a_deeponet_is_differentiated_through_its_trunk_only():
+    # G(b)(y) = (W_b b + c_b) · tanh(W_t y + c_t): the Laplacian in the
+    # trunk's y is Σ_u B_u tanh''(z_u) Σ_j W_t[j, u]², the branch held fixed.
+    branch, trunk = keras.Input((3,), name="branch"), keras.Input((2,), name="trunk")
+    b_net = keras.layers.Dense(8)
+    t_net = keras.layers.Dense(8, activation="tanh")
+    deeponet = keras.Model(
+        [branch, trunk], keras.layers.Dot(axes=1)([b_net(branch), t_net(trunk)])
+    )
+    rng = np.random.default_rng(2)
+    b = rng.normal(size=(4, 3)).astype("float32")
+    y = rng.uniform(-1, 1, size=(4, 2)).astype("float32")
+    layer = DerivativeModel(
+        deeponet,
+        variables={"trunk": "xy"},
+        partials={"lap": {"xx": 1, "yy": 1}, "u_xy": "xy"},
+    )
+    out = layer({"branch": b, "trunk": y})
+    wb, cb = (to_numpy(v).astype("float64") for v in b_net.weights)
+    wt, ct = (to_numpy(v).astype("float64") for v in t_net.weights)
+    coeff = b.astype("float64") @ wb + cb
+    z = y.astype("float64") @ wt + ct
+    lap = (coeff * tanh_derivative(z, 2) * (wt**2).sum(0)).sum(1, keepdims=True)
+    mixed = (coeff * tanh_derivative(z, 2) * wt[0] * wt[1]).sum(1, keepdims=True)
+    assert np.abs(lap).max() > 1e-2
+    assert_close(to_numpy(out["lap"]), lap, 5e-5, 5e-5, "laplacian")
+    assert_close(to_numpy(out["u_xy"]), mixed, 5e-5, 5e-5, "mixed")
+
+
+@pytest.mark.parametrize(
+    "variables, match",
+    [
+        ({"nope": "x"}, "does not have"),
+        ({"x": "a", "t": "a"}, "two features"),
+        ("xt", "dict from input name"),
+        ({"x": "ab"}, "input has 1"),
+    ],
+)
+def test_bad_variables_of_a_multi_input_model(variables, match):
+    model, _ = separate_inputs_net()
+    with pytest.raises((ValueError, TypeError), match=match):
+        DerivativeModel(model, variables=variables, partials={"u": "a"})
+
+
+def test_a_multi_input_derivative_model_saves(tmp_path):
+    model, _ = separate_inputs_net()
+    x, t = keras.Input((1,), name="x"), keras.Input((1,), name="t")
+    layer = DerivativeModel(
+        model, variables={"x": "x", "t": "t"}, partials={"res": {"t": 1, "xx": -0.1}}
+    )
+    outer = keras.Model([x, t], layer([x, t]))
+    path = tmp_path / "m.keras"
+    outer.save(path)
+    loaded = keras.models.load_model(path)
+    data = [np.full((3, 1), 0.3, "float32"), np.full((3, 1), 0.7, "float32")]
+    before, after = outer.predict(data, verbose=0), loaded.predict(data, verbose=0)
+    for key in before:
+        np.testing.assert_allclose(after[key], before[key], rtol=1e-6, atol=1e-7)

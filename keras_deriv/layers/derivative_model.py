@@ -188,6 +188,9 @@ class DerivativeModel(keras.layers.Layer):
         self.wrt = check_wrt(wrt)
         self.method = check_method(method)
         self.smoothing = check_smoothing(smoothing)
+        self._layout = None
+        if isinstance(variables, dict) or len(_model_inputs(model)) > 1:
+            self._layout = InputLayout(model, variables)
         self.partials = None
         self.partial_variables = variables  # Keras's Layer.variables is taken
         if partials is not None:
@@ -203,9 +206,6 @@ class DerivativeModel(keras.layers.Layer):
                 "diagonal" if hessian is None else hessian, self.order
             )
         self.model = model
-        self._layout = None
-        if isinstance(variables, dict) or len(_model_inputs(model)) > 1:
-            self._layout = InputLayout(model, variables)
         self._connection_checked = False
         self._engine = None
         # Custom activations are probed numerically: do it here, where
@@ -229,12 +229,11 @@ class DerivativeModel(keras.layers.Layer):
                 f"combined with {', '.join(f'`{g}`' for g in given)}. Put the "
                 'orders in the multi-indices instead, e.g. {"u_xx": "xx"}.'
             )
-        names = (
-            _names_of_inputs(variables)
-            if isinstance(variables, dict)
-            else check_variables(variables, None)
-        )
-        self._named = check_partials(partials, names, None)
+        if self._layout is not None:
+            names, width = self._layout.names, self._layout.width
+        else:
+            names, width = check_variables(variables, None), None
+        self._named = check_partials(partials, names, width)
         self.partials = partials
         self.order = self._named.max_order
         self.hessian = "diagonal"
@@ -774,14 +773,3 @@ def _model_inputs(model):
         return keras.tree.flatten(getattr(model, "inputs", None) or [])
     except (AttributeError, ValueError):
         return []
-
-
-def _names_of_inputs(variables):
-    """Every variable name a `variables` dict gives (for early checks of
-    `partials`; their positions are fixed at build)."""
-    names = {}
-    for value in variables.values():
-        if value is not None:
-            for name in check_variables(value, None).values():
-                names[len(names)] = name
-    return names
