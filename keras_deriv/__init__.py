@@ -20,6 +20,7 @@ from keras_deriv.errors import (
 from keras_deriv.evaluation import derivatives
 from keras_deriv.layers.derivative_model import DerivativeModel
 from keras_deriv.probes import slice_points
+from keras_deriv.training_points import point_sets
 
 __all__ = [
     "DerivativeLogger",
@@ -35,5 +36,6 @@ __all__ = [
     "find_zero_curvature_activations",
     "has_identically_zero_curvature",
     "load_curves",
+    "point_sets",
     "slice_points",
 ]

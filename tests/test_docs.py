@@ -11,6 +11,8 @@ import keras_deriv.callbacks.derivative_logger
 import keras_deriv.curve_store
 import keras_deriv.evaluation
 import keras_deriv.layers.derivative_model
+import keras_deriv.probes
+import keras_deriv.training_points
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "docs").rglob("*.md")) + [ROOT / "README.md"]
@@ -41,6 +43,8 @@ def test_markdown_example_runs(code, tmp_path, monkeypatch):
         keras_deriv.analysis.curvature,
         keras_deriv.callbacks.derivative_logger,
         keras_deriv.curve_store,
+        keras_deriv.training_points,
+        keras_deriv.probes,
     ],
 )
 def test_docstring_examples_run(module):
