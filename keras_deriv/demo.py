@@ -127,26 +127,21 @@ def run(out_dir="keras_deriv_demo", seed=0, stream=None):
     results = {}
     for recipe in RECIPES:
         net = train(recipe, x, stream)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ZeroCurvatureWarning)  # reported below
-            y, dy, d2y = (v.reshape(len(grid)) for v in derivatives(net, grid))
-        results[recipe.label] = {
-            "net": net,
-            "trained_on": recipe.trained_on,
-            "flagged": [
-                f"{f.layer} ({f.activation})"
-                for f in find_zero_curvature_activations(net)
-            ],
-            "y": y,
-            "dy": dy,
-            "d2y": d2y,
-            "d2y_mean": float(d2y[inner].mean()),
-            "d2y_max_error": float(np.abs(d2y[inner] - 2).max()),
-            "dy_max_error": float(np.abs(dy[inner] - 2 * grid[inner, 0]).max()),
-            "d2y_zero_fraction": float(np.mean(d2y == 0.0)),
-        }
+        flagged = [
+            f"{f.layer} ({f.activation})" for f in find_zero_curvature_activations(net)
+        ]
+        results[recipe.label] = _curves(net, grid, inner, recipe.trained_on, flagged)
         if recipe is RECIPES[0]:
-            results[f"{recipe.label} smoothed"] = _smoothed(net, results, grid, inner)
+            # the same net smoothed: the curvature of the function it fits
+            results[f"{recipe.label} smoothed"] = _curves(
+                net,
+                grid,
+                inner,
+                recipe.trained_on,
+                [f"(smoothed, σ={SMOOTHING:g})"],
+                smoothing=SMOOTHING,
+                legend=f"{recipe.label}, smoothed σ = {SMOOTHING:g}",
+            )
     print_table(results, stream)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, FIGURE)
@@ -166,18 +161,17 @@ def run(out_dir="keras_deriv_demo", seed=0, stream=None):
     return results
 
 
-def _smoothed(net, results, grid, inner):
-    """The ReLU net's derivatives smoothed at σ = SMOOTHING: the curvature of
-    the function it fits, at that resolution."""
-    y, dy, d2y = (
-        v.reshape(len(grid)) for v in derivatives(net, grid, smoothing=SMOOTHING)
-    )
-    exact = results[RECIPES[0].label]
-    return {
+def _curves(net, grid, inner, trained_on, flagged, smoothing=None, legend=None):
+    """One row of the table and one line per panel: y, dy, d2y on the grid
+    and how far they are from the truth on the inner part."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ZeroCurvatureWarning)  # reported below
+        values = derivatives(net, grid, smoothing=smoothing)
+    y, dy, d2y = (v.reshape(len(grid)) for v in values)
+    row = {
         "net": net,
-        "trained_on": exact["trained_on"],
-        "flagged": [f"(smoothed, σ={SMOOTHING:g})"],
-        "legend": f"{RECIPES[0].label}, smoothed σ = {SMOOTHING:g}",
+        "trained_on": trained_on,
+        "flagged": flagged,
         "y": y,
         "dy": dy,
         "d2y": d2y,
@@ -186,6 +180,9 @@ def _smoothed(net, results, grid, inner):
         "dy_max_error": float(np.abs(dy[inner] - 2 * grid[inner, 0]).max()),
         "d2y_zero_fraction": float(np.mean(d2y == 0.0)),
     }
+    if legend is not None:
+        row["legend"] = legend
+    return row
 
 
 def print_table(results, stream):

@@ -167,3 +167,38 @@ def relu_layer_closed_form(net, x, sigma):
     d2y = (a * np.abs(w) * phi).sum(1)
     d3y = (a * np.abs(w) * phi * (-z / sigma)).sum(1)
     return dy, d2y, d3y
+
+
+def central_difference(loss, variable, index, eps):
+    """d loss / d variable[index] by a central difference (float64 NumPy
+    arithmetic on the two losses); the variable is restored."""
+    value = to_numpy(variable)
+    losses = []
+    for step in (eps, -eps):
+        moved = value.copy()
+        moved[index] += step
+        variable.assign(moved)
+        losses.append(float(loss()))
+    variable.assign(value)
+    return (losses[0] - losses[1]) / (2 * eps)
+
+
+def assert_gradients_match_differences(loss, weights, grads, eps, tol, entries=None):
+    """Reverse-mode `grads` of `loss()` against central differences in the
+    weights: the first and last entry of each (or `entries`: a list of
+    `(weight index, entry index)`), relative to max(1, |difference|)."""
+    if entries is None:
+        entries = [
+            (i, np.unravel_index(flat, tuple(w.shape)))
+            for i, w in enumerate(weights)
+            for flat in (0, math.prod(w.shape) - 1)
+        ]
+    for i, index in entries:
+        fd = central_difference(loss, weights[i], index, eps)
+        got = grads[i][index]
+        assert abs(got - fd) <= tol * max(1.0, abs(fd)), (
+            weights[i].path,
+            index,
+            got,
+            fd,
+        )
