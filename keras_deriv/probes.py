@@ -12,7 +12,7 @@ def slice_points(
     lo: float,
     hi: float,
     points: int = 200,
-    at=None,
+    at: "list[float] | np.ndarray | None" = None,
     dtype: str = "float32",
 ) -> np.ndarray:
     """Points on a line along one input feature, the others held fixed.

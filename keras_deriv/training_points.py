@@ -7,7 +7,9 @@ import keras
 import numpy as np
 
 
-def point_sets(model, **sets):
+def point_sets(
+    model: keras.Model, **sets: tuple
+) -> tuple[np.ndarray | list | dict, dict, dict]:
     """Stack point sets into `x`, targets and sample weights for one `fit`.
 
     A physics-informed problem has points of several kinds, each with its
@@ -28,7 +30,7 @@ def point_sets(model, **sets):
             those losses (default 1).
 
     Returns:
-        `(x, targets, sample_weight)` for `model.fit(x, targets,
+        The tuple `(x, targets, sample_weight)` for `model.fit(x, targets,
         sample_weight=sample_weight)`; shuffle as usual (`fit` does).
 
     Example:
@@ -47,7 +49,7 @@ def point_sets(model, **sets):
         ...     interior=(inside, {"d2y": rhs}),
         ...     boundary=(np.array([[0.0], [1.0]]), {"y": 0.0}, 100.0),
         ... )
-        >>> x.shape, sorted(y), w["y"][-3:].tolist()
+        >>> x.shape, sorted(y), list(map(float, w["y"]))[-3:]
         ((30, 1), ['d2y', 'y'], [0.0, 100.0, 100.0])
     """
     if not sets:
