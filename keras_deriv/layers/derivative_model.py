@@ -109,7 +109,9 @@ class DerivativeModel(keras.layers.Layer):
             derivatives; the quadrature is exact for polynomial integrands
             of degree below 128. The Laplacian sums the smoothed
             ∂²/∂x_i², and the full Hessian's (i, j) entry smooths ∂y/∂x_i
-            along x_j, symmetrized. `y` stays exact; the other outputs are
+            along x_j, symmetrized (from first derivatives: a loss on it
+            does not move a ReLU network's kinks; the diagonal and the
+            Laplacian do). `y` stays exact; the other outputs are
             named `dy_smoothed`, `d2y_smoothed`, ... (`output_keys`).
             Defaults to `None`.
         partials: a dict from output name to what to compute instead of
