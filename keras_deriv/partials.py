@@ -65,7 +65,7 @@ def check_variables(variables, width):
     return dict(enumerate(names))
 
 
-def _multi_index(spec, variables, width, where):
+def _multi_index(spec, variables, width, where, allowed=None):
     """A multi-index (sorted feature indices) from `"xt"`, `("x", "t")` or
     `(0, 1)`."""
     by_name = {name: index for index, name in variables.items()}
@@ -100,6 +100,11 @@ def _multi_index(spec, variables, width, where):
                     f"{where}: feature index {item} is beyond the input's "
                     f"{width} features."
                 )
+            if allowed is not None and int(item) not in allowed:
+                raise ValueError(
+                    f"{where}: feature {item} is held fixed (it has no name in "
+                    "`variables`); name it to differentiate along it."
+                )
             indices.append(int(item))
         elif isinstance(item, str):
             if item not in by_name:
@@ -129,8 +134,9 @@ def _is_pairs(spec):
     )
 
 
-def check_partials(partials, variables, width):
-    """`Partials` from the `partials` dict, or a clear error."""
+def check_partials(partials, variables, width, allowed=None):
+    """`Partials` from the `partials` dict, or a clear error. `allowed`: the
+    feature indices that may be differentiated (None: all)."""
     if not isinstance(partials, dict) or not partials:
         raise TypeError(
             "`partials` must be a non-empty dict from output name to a "
@@ -165,10 +171,10 @@ def check_partials(partials, variables, width):
                     raise ValueError(
                         f"{where}: coefficient {coefficient!r} is not finite."
                     )
-                index = _multi_index(index_spec, variables, width, where)
+                index = _multi_index(index_spec, variables, width, where, allowed)
                 operator[index] = operator.get(index, 0.0) + float(coefficient)
             terms.append(operator)
         else:
-            terms.append({_multi_index(spec, variables, width, where): 1.0})
+            terms.append({_multi_index(spec, variables, width, where, allowed): 1.0})
         names.append(name)
     return Partials(tuple(names), tuple(terms), dict(variables))

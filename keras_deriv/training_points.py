@@ -1,6 +1,7 @@
 """Several kinds of training points (interior, boundary, initial), each with
 its own losses, as the arrays of one Keras `fit`."""
 
+import math
 import numbers
 
 import keras
@@ -66,9 +67,12 @@ def point_sets(
         if (
             isinstance(weight, bool)
             or not isinstance(weight, numbers.Real)
+            or not math.isfinite(weight)
             or weight < 0
         ):
-            raise ValueError(f"point set {kind!r}: the weight must be a number >= 0.")
+            raise ValueError(
+                f"point set {kind!r}: the weight must be a finite number >= 0."
+            )
         if not isinstance(targets, dict) or not targets:
             raise TypeError(
                 f"point set {kind!r}: targets must be a dict from output name to "
@@ -96,19 +100,30 @@ def point_sets(
         start = 0
         for (kind, (per_set, w)), n in zip(given.items(), counts, strict=True):
             if name in per_set:
-                value = np.asarray(per_set[name], "float32")
-                try:
-                    target[start : start + n] = np.broadcast_to(value, (n, *shape))
-                except ValueError:
-                    raise ValueError(
-                        f"point set {kind!r}: the target for {name!r} has shape "
-                        f"{value.shape}; the output is {(n, *shape)} for its points."
-                    ) from None
+                target[start : start + n] = _target(per_set[name], n, shape, kind, name)
                 weight[start : start + n] = w
             start += n
         targets[name] = target
         weights[name] = weight
     return x, targets, weights
+
+
+def _target(value, n, shape, kind, name):
+    """One set's target for one output: a number for every point, or one
+    value per point (shape `(n, *shape)`, or `(n,)` for one feature)."""
+    if value is None:
+        raise ValueError(f"point set {kind!r}: the target for {name!r} is None.")
+    value = np.asarray(value, "float32")
+    if value.ndim == 0:
+        return np.broadcast_to(value, (n, *shape))
+    if value.shape == (n, *shape):
+        return value
+    if value.shape == (n,) and math.prod(shape) == 1:
+        return value.reshape((n, *shape))
+    raise ValueError(
+        f"point set {kind!r}: the target for {name!r} has shape {value.shape}; "
+        f"give a number, or one value per point: shape {(n, *shape)}."
+    )
 
 
 def _output_shapes(model):
@@ -134,6 +149,19 @@ def _count(x, kind):
 
 def _stack(parts):
     first = parts[0]
+    kinds = (
+        {type(p) is dict for p in parts},
+        {isinstance(p, (list, tuple)) for p in parts},
+    )
+    if (
+        len(kinds[0]) > 1
+        or len(kinds[1]) > 1
+        or (isinstance(first, dict) and any(set(p) != set(first) for p in parts))
+    ):
+        raise ValueError(
+            "point_sets(): every set's points must have the same structure (one "
+            "array, or the same list or dict of inputs)."
+        )
     if isinstance(first, dict):
         return {
             key: np.concatenate([np.asarray(p[key]) for p in parts]) for key in first

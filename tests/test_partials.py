@@ -167,6 +167,7 @@ def test_variables_as_a_list_and_unnamed_features_held_fixed():
         ),
         ({"variables": "xt"}, ValueError, "pass `partials`"),
         ({"partials": {"u": "x"}, "variables": 3}, TypeError, "variables"),
+        ({"partials": {"u": (1,)}, "variables": "x"}, ValueError, "held fixed"),
     ],
 )
 def test_bad_partials_are_clear_errors(kwargs, error, match):
@@ -361,13 +362,22 @@ def test_a_deeponet_is_differentiated_through_its_trunk_only():
         ({"nope": "x"}, "does not have"),
         ({"x": "a", "t": "a"}, "two features"),
         ("xt", "dict from input name"),
+        ({"t": "t"}, "held fixed"),
         ({"x": "ab"}, "input has 1"),
     ],
 )
 def test_bad_variables_of_a_multi_input_model(variables, match):
     model, _ = separate_inputs_net()
+    partials = {"u": (0,)} if match == "held fixed" else {"u": "a"}
     with pytest.raises((ValueError, TypeError), match=match):
-        DerivativeModel(model, variables=variables, partials={"u": "a"})
+        DerivativeModel(model, variables=variables, partials=partials)
+
+
+def test_a_dict_without_an_input_is_a_clear_error():
+    model, _ = separate_inputs_net()
+    layer = DerivativeModel(model, variables={"x": "x", "t": "t"}, partials={"u": "x"})
+    with pytest.raises(ValueError, match=r"expects 2 inputs \('x', 't'\); got 1"):
+        layer({"x": np.zeros((2, 1), "float32")})
 
 
 def test_a_multi_input_derivative_model_saves(tmp_path):

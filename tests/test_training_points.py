@@ -77,6 +77,15 @@ def test_named_partials_and_several_inputs():
         ({"a": (np.zeros((2, 1)), {})}, "dict from output name"),
         ({"a": np.zeros((2, 1))}, "must be"),
         ({"a": (np.zeros((2, 1)), {"y": np.zeros(3)})}, "target for 'y'"),
+        ({"a": (np.zeros((2, 1)), {"y": None})}, "None"),
+        ({"a": (np.zeros((2, 1)), {"y": 0.0}, float("nan"))}, "finite"),
+        (
+            {
+                "a": (np.zeros((2, 1)), {"y": 0.0}),
+                "b": ([np.zeros((2, 1))], {"y": 0.0}),
+            },
+            "same structure",
+        ),
     ],
 )
 def test_bad_point_sets_are_clear_errors(sets, match):
@@ -88,3 +97,14 @@ def test_a_model_without_named_outputs_is_refused():
     net = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     with pytest.raises(TypeError, match="must return a dict"):
         point_sets(net, a=(np.zeros((2, 1)), {"y": 0.0}))
+
+
+def test_per_point_targets_are_never_broadcast_across_points():
+    # an output of width 3 and 3 points: a (3,) target is ambiguous and refused
+    net = keras.Sequential([keras.Input((1,)), keras.layers.Dense(3)])
+    inputs = keras.Input((1,))
+    model = keras.Model(inputs, {"y": net(inputs)})
+    with pytest.raises(ValueError, match=r"one value per point: shape \(3, 3\)"):
+        point_sets(model, a=(np.zeros((3, 1)), {"y": np.array([1.0, 2.0, 3.0])}))
+    _, y, _ = point_sets(pinn(order=1), a=(np.zeros((3, 1)), {"y": np.arange(3.0)}))
+    np.testing.assert_array_equal(y["y"][:, 0], [0, 1, 2])  # one feature: per point

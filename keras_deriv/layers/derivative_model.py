@@ -235,7 +235,7 @@ class DerivativeModel(keras.layers.Layer):
             names, width = self._layout.names, self._layout.width
         else:
             names, width = check_variables(variables, None), None
-        self._named = check_partials(partials, names, width)
+        self._named = check_partials(partials, names, width, _allowed(names))
         self.partials = partials
         self.order = self._named.max_order
         self.hessian = "diagonal"
@@ -341,7 +341,9 @@ class DerivativeModel(keras.layers.Layer):
                 variables = self._layout.names
             else:
                 variables = check_variables(self.partial_variables, width)
-            self._named = check_partials(self.partials, variables, width)
+            self._named = check_partials(
+                self.partials, variables, width, _allowed(variables)
+            )
             self._plan = interpolation.Plan(self._named.terms, width)
         if not self.model.built:
             self.model.build(input_shape)
@@ -627,9 +629,11 @@ class DerivativeModel(keras.layers.Layer):
             return self._check_input_dtype(inputs.dtype)
         tensors = keras.tree.flatten(inputs)
         if isinstance(inputs, dict):
-            tensors = [inputs[slot.name] for slot in self._layout.slots]
+            tensors = [inputs.get(slot.name) for slot in self._layout.slots]
         dtypes = []
         for slot, t in zip(self._layout.slots, tensors, strict=False):
+            if t is None:  # InputLayout.flat names what is missing
+                continue
             moved = any(
                 slot.offset <= p < slot.offset + slot.size
                 for p in self._layout.differentiated
@@ -775,3 +779,9 @@ def _model_inputs(model):
         return keras.tree.flatten(getattr(model, "inputs", None) or [])
     except (AttributeError, ValueError):
         return []
+
+
+def _allowed(names):
+    """Features a multi-index may name by index: the named ones, when any
+    are named (the others are held fixed); all, when none are."""
+    return set(names) if names else None

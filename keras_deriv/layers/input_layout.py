@@ -41,7 +41,14 @@ class InputLayout:
     """
 
     def __init__(self, model, variables):
-        tensors = keras.tree.flatten(model.inputs)
+        try:
+            tensors = keras.tree.flatten(model.inputs)
+        except (AttributeError, ValueError):
+            raise ValueError(
+                f"`variables` as a dict names the inputs of a model with several "
+                f"inputs; {model.name!r} declares no inputs (build it, e.g. with "
+                "keras.Input, first)."
+            ) from None
         self.structure = model.input
         self.slots, offset = [], 0
         for tensor in tensors:
@@ -98,6 +105,13 @@ class InputLayout:
                 f"({', '.join(repr(s.name) for s in self.slots)}); got {len(tensors)}."
             )
         if isinstance(inputs, dict):
+            missing = sorted({s.name for s in self.slots} - set(inputs))
+            if missing:
+                raise ValueError(
+                    f"DerivativeModel's inputs lack {missing}; pass a dict with "
+                    f"the keys {[s.name for s in self.slots]}, or a list in that "
+                    "order."
+                )
             tensors = [inputs[slot.name] for slot in self.slots]
         parts = []
         for slot, t in zip(self.slots, tensors, strict=True):
