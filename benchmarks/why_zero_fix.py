@@ -21,7 +21,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_deriv import DerivativeModel, ZeroCurvatureWarning, derivatives, plotting
+from keras_deriv import ZeroCurvatureWarning, demo, derivatives, plotting
 
 SEEDS = (0, 1)
 SIGMAS = (0.02, 0.05, 0.1, 0.2)
@@ -80,18 +80,7 @@ def train(fix, seed, x):
     options = {"epochs": 10, "batch_size": 20, "verbose": 0}
     start = time.perf_counter()
     if fix.sobolev:
-        inputs = keras.Input((1,))
-        layer = DerivativeModel(net, order=2)
-        model = keras.Model(
-            inputs, dict(zip(layer.output_keys, layer(inputs), strict=True))
-        )
-        model.compile(optimizer, loss={"y": "mse", "dy": "mse", "d2y": "mse"})
-        targets = {
-            "y": x**2,
-            "dy": (2 * x)[..., None],
-            "d2y": np.full((len(x), 1, 1), 2.0, "float32"),
-        }
-        history = model.fit(x, targets, **options)
+        history = demo.sobolev_fit(net, x, optimizer, **options)
         loss = history.history["y_loss"][-1]
     else:
         net.compile(optimizer, "mse")

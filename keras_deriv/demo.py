@@ -96,6 +96,13 @@ def train(recipe, x, stream):
         net.compile(optimizer, "mse")
         net.fit(x, x**2, callbacks=callbacks, **fit)
         return net
+    sobolev_fit(net, x, optimizer, callbacks=callbacks, **fit)
+    return net
+
+
+def sobolev_fit(net, x, optimizer, **fit):
+    """Fit `net` to y = x² on its values, slopes 2x and curvature 2 (losses
+    on y, dy and d2y); returns the History."""
     inputs = keras.Input((1,))
     layer = DerivativeModel(net, order=2)
     model = keras.Model(
@@ -107,8 +114,7 @@ def train(recipe, x, stream):
         "dy": (2 * x)[..., None],
         "d2y": np.full((len(x), 1, 1), 2.0, x.dtype),
     }
-    model.fit(x, targets, callbacks=callbacks, **fit)
-    return net
+    return model.fit(x, targets, **fit)
 
 
 def run(out_dir="keras_deriv_demo", seed=0, stream=None):
