@@ -388,6 +388,7 @@ class DerivativeModel(keras.layers.Layer):
             hessian=self.hessian,
             directions=directions,
             model_name=self.model.name,
+            named=self.partials is not None,
         )
         self._fingerprint = fingerprint(self.model)
         half = sorted(
