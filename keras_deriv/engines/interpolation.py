@@ -8,6 +8,10 @@ and ∂^α f = Σ_v W[α, v] D^k_v f with W = A⁻¹ / k!. A linear operator
 Σ c_α ∂^α f is then one weighted sum of directional derivatives per order;
 the engines compute each direction's Taylor coefficients once, and every
 requested partial and operator is a fixed linear combination of them.
+
+Only the highest order's combinations are needed, not its coefficients
+along each direction: `Plan.collapse` gives them as weights, and the
+Taylor engine propagates those sums directly (collapsed Taylor mode).
 """
 
 import itertools
@@ -91,20 +95,52 @@ class Plan:
             if inverse[target, j] != 0.0
         }
 
-    def combine(self, levels):
-        """The outputs from `levels[k]` `(B, m, r)`, D^k along each direction;
-        each output `(B, m)`."""
-        r = len(self._directions)
+    def _row(self, weights):
+        w = np.zeros(len(self._directions))
+        for column, weight in weights.items():
+            w[column] = weight
+        return w
+
+    @property
+    def collapse(self) -> np.ndarray | None:
+        """`(q, r)`: the weights of the highest order's q distinct
+        combinations of the r directions, or None where collapsing would
+        not propagate fewer coefficients (q >= r)."""
+        rows = self._top_rows()
+        if len(rows) >= len(self._directions):
+            return None
+        return np.asarray(rows)
+
+    def _top_rows(self):
+        rows = []
+        for output in self.outputs:
+            for k, weights in output:
+                row = self._row(weights)
+                if k == self.order and not any(np.array_equal(row, r) for r in rows):
+                    rows.append(row)
+        return rows
+
+    def combine(self, levels, collapsed=False):
+        """The outputs from `levels[k]` `(B, m, r)`, D^k along each
+        direction; each output `(B, m)`. With `collapsed`, the highest
+        order is given as `(B, m, q)`, the combinations of `collapse`."""
+        rows = self._top_rows()
         results = []
         for output in self.outputs:
             total = None
             for k, weights in output:
-                w = np.zeros(r)
-                for column, weight in weights.items():
-                    w[column] = weight
-                term = ops.einsum(
-                    "bmr,r->bm", levels[k], ops.convert_to_tensor(w, levels[k].dtype)
-                )
+                row = self._row(weights)
+                if collapsed and k == self.order:
+                    index = next(
+                        i for i, r in enumerate(rows) if np.array_equal(r, row)
+                    )
+                    term = levels[k][:, :, index]
+                else:
+                    term = ops.einsum(
+                        "bmr,r->bm",
+                        levels[k],
+                        ops.convert_to_tensor(row, levels[k].dtype),
+                    )
                 total = term if total is None else total + term
             results.append(total)
         return results

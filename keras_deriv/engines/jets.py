@@ -10,7 +10,14 @@ How the second coefficient is kept is the jet's `Mode`:
 - `"directions"`: pure second partials, one per direction `(B, n, *F)`;
   orders 3 and 4 are kept the same way (univariate Taylor per direction);
 - `"laplacian"`: their sum, `(B, *F)` (the forward Laplacian);
-- `"hessian"`: one per pair i <= j of directions, `(B, n(n+1)/2, *F)`.
+- `"hessian"`: one per pair i <= j of directions, `(B, n(n+1)/2, *F)`;
+- `"collapsed"`: every coefficient per direction except the highest, which
+  is kept only as q fixed weighted sums over the directions, `(B, q, *F)`
+  (`(B, *F)` for q = 1). The highest coefficient of a jet is linear in the
+  highest coefficient of its input, so the sums can be propagated instead
+  of the n coefficients they are made of ("collapsed Taylor mode": Dangel,
+  Siebert, Zeinhofer and Walther, NeurIPS 2025); the Laplacian is the
+  case of order 2 with weights all 1.
 
 With a single direction there is no direction axis at all, in any mode:
 every coefficient has `c0`'s shape. A coefficient whose rank equals `c0`'s
@@ -24,31 +31,65 @@ from keras import ops
 
 
 class Mode:
-    """How second-order coefficients are kept, for `n` directions."""
+    """How coefficients are kept, for `n` directions.
 
-    def __init__(self, kind, n):
-        if n == 1:
+    Args:
+        kind: `"directions"`, `"laplacian"`, `"hessian"` or `"collapsed"`.
+        n: the number of directions.
+        top: for `"collapsed"`, the order of the highest coefficient.
+        weights: for `"collapsed"`, a `(q, n)` array: the highest
+            coefficient is kept as these q weighted sums over directions.
+    """
+
+    def __init__(self, kind, n, top=None, weights=None):
+        if n == 1 and kind != "collapsed":
             kind = "directions"  # one direction: every mode is the same
-        self.kind, self.n = kind, n
+        self.kind, self.n, self.top, self.weights = kind, n, None, None
+        if kind == "laplacian":
+            self.top = 2
+        if kind == "collapsed":
+            self.top, self.weights = top, weights
         if kind == "hessian":
             self.pairs = list(itertools.combinations_with_replacement(range(n), 2))
             self.first = [i for i, _ in self.pairs]
             self.second = [j for _, j in self.pairs]
+
+    def collapse(self, c):
+        """The weighted sums over the direction axis of a per-direction
+        coefficient `c` `(B, n, *F)`, as the highest coefficient is kept."""
+        if c is None:
+            return None
+        if self.weights is None:
+            return ops.sum(c, axis=1)
+        # Sums of weighted slices: elementwise, so they fuse with the terms
+        # they sum (a reduction over the direction axis did not under XLA).
+        sums = []
+        for row in self.weights:
+            total = None
+            for i, w in enumerate(row):
+                if w != 0:
+                    term = c[:, i] * float(w) if w != 1 else c[:, i]
+                    total = term if total is None else total + term
+            sums.append(total)
+        return sums[0] if len(sums) == 1 else ops.stack(sums, axis=1)
+
+    def reduce(self, order, c):
+        """`c`, a sum of per-direction terms of coefficient `order`, as
+        this mode keeps that coefficient."""
+        return self.collapse(c) if order == self.top else c
 
     def pair(self, a, b):
         """The second-order term `a ⊗ b` of two first-order coefficients,
         symmetrised and kept as this mode keeps second coefficients."""
         if a is None or b is None:
             return None
-        if self.kind == "laplacian":
-            return ops.sum(a * b, axis=1)
         if self.kind == "hessian":
             a_i, a_j = ops.take(a, self.first, axis=1), ops.take(a, self.second, 1)
             if a is b:
                 return a_i * a_j
             b_i, b_j = ops.take(b, self.first, axis=1), ops.take(b, self.second, 1)
             return 0.5 * (a_i * b_j + a_j * b_i)
-        return a * b
+        return self.reduce(2, a * b)
 
 
 def expand(f, c):
@@ -150,7 +191,12 @@ def negate(jet):
 
 def compose(jet, derivs, mode):
     """Jet of `f(u)` for an elementwise `f` (Faà di Bruno), given `derivs`
-    = `[f'(u0), f''(u0), ...]` with None where a derivative is zero."""
+    = `[f'(u0), f''(u0), ...]` with None where a derivative is zero.
+
+    Coefficient j is f' times the input's coefficient j plus products of
+    lower ones. Only the products are per direction, so where coefficient
+    j is collapsed they are summed (`mode.reduce`) before the value-shaped
+    factors f'', f''', ... multiply them."""
     k = len(jet) - 1
     u = [*jet, None, None, None][:5]
     f = [None, *derivs, None, None, None][:5]
@@ -159,18 +205,19 @@ def compose(jet, derivs, mode):
         out[1] = times(f[1], u[1])
     if k >= 2:
         out[2] = terms(times(f[1], u[2]), times(f[2], mode.pair(u[1], u[1])))
-    if k >= 3:  # orders 3 and 4: only per direction
+    if k >= 3:
         out[3] = terms(
             times(f[1], u[3]),
-            times(3.0, f[2], u[1], u[2]),
-            times(f[3], u[1], u[1], u[1]),
+            times(f[2], mode.reduce(3, times(3.0, u[1], u[2]))),
+            times(f[3], mode.reduce(3, times(u[1], u[1], u[1]))),
         )
     if k >= 4:
+        second = terms(times(4.0, u[1], u[3]), times(3.0, u[2], u[2]))
         out[4] = terms(
             times(f[1], u[4]),
-            times(f[2], terms(times(4.0, u[1], u[3]), times(3.0, u[2], u[2]))),
-            times(6.0, f[3], u[1], u[1], u[2]),
-            times(f[4], u[1], u[1], u[1], u[1]),
+            times(f[2], mode.reduce(4, second)),
+            times(f[3], mode.reduce(4, times(6.0, u[1], u[1], u[2]))),
+            times(f[4], mode.reduce(4, times(u[1], u[1], u[1], u[1]))),
         )
     return out
 
@@ -182,11 +229,10 @@ def multiply(u, v, mode):
     for j in range(1, k + 1):
         if j == 2:
             cross = times(2.0, mode.pair(u[1], v[1]))
-            out.append(terms(times(u[0], v[2]), times(u[2], v[0]), cross))
-            continue
-        out.append(
-            terms(*(times(math.comb(j, i), u[i], v[j - i]) for i in range(j + 1)))
-        )
+        else:
+            products = (times(math.comb(j, i), u[i], v[j - i]) for i in range(1, j))
+            cross = mode.reduce(j, terms(*products))
+        out.append(terms(times(u[0], v[j]), times(u[j], v[0]), cross))
     return out
 
 

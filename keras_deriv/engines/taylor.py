@@ -71,21 +71,34 @@ def _propagate(graph, jet, mode, training):
     return values[graph.output_key]
 
 
-def derivatives(graph: Graph, x, order, hessian, wrt, training=None, directions=None):
+def derivatives(
+    graph: Graph, x, order, hessian, wrt, training=None, directions=None, collapse=None
+):
     """`[y, dy, d2y, ...]` as the autodiff engine returns them: `y` `(B, m)`,
     derivatives `(B, m, d')`, the Laplacian `(B, m)`, the full Hessian
     `(B, m, d', d')`; and the shape of one point's output. With
     `directions` (an array `(r, d)`), the derivatives along those
-    directions instead of the features `wrt`, as `(B, m, r)`."""
+    directions instead of the features `wrt`, as `(B, m, r)`; with
+    `collapse` too (an array `(q, r)`), the highest order only as those q
+    weighted sums over the directions, `(B, m, q)` (collapsed Taylor mode:
+    one propagated coefficient per sum instead of one per direction)."""
     d = x.shape[-1]
     if directions is None:
         directions = ops.take(ops.eye(d, dtype=x.dtype), list(wrt), axis=0)
     else:
         directions = ops.convert_to_tensor(directions, x.dtype)
         hessian = "diagonal"
+    if collapse is not None and order == 1:
+        # The first derivative is linear in the direction: differentiate
+        # along the weighted sums themselves.
+        directions = ops.matmul(ops.convert_to_tensor(collapse, x.dtype), directions)
+        collapse = None
     n = directions.shape[0]
-    kind = {"laplacian": "laplacian", "full": "hessian"}.get(hessian, "directions")
-    mode = jets.Mode(kind if order >= 2 else "directions", n)
+    if collapse is not None:
+        mode = jets.Mode("collapsed", n, top=order, weights=collapse)
+    else:
+        kind = {"laplacian": "laplacian", "full": "hessian"}.get(hessian, "directions")
+        mode = jets.Mode(kind if order >= 2 else "directions", n)
     # The input's first coefficient is the same at every point: a batch of
     # one, which broadcasts, until a point-dependent factor multiplies it
     # (the first layer's matmul then costs n rows, not B * n). With one
@@ -116,17 +129,18 @@ def _connected_zeros(first, mode, k):
     zero = 0.0 * first  # (B, n, *F), or (B, *F) for one direction
     if mode.n == 1:
         return zero
-    if k == 2 and mode.kind == "laplacian":
-        return ops.sum(zero, axis=1)
     if k == 2 and mode.kind == "hessian":
         return ops.take(zero, mode.first, axis=1)
-    return zero
+    return mode.reduce(k, zero)
 
 
 def _level(c, mode, k, hessian, n, m):
     """One coefficient in the autodiff engine's layout."""
-    if k == 2 and mode.kind == "laplacian":
-        return ops.reshape(c, (-1, m))
+    if k == mode.top:
+        if mode.weights is None:  # the Laplacian
+            return ops.reshape(c, (-1, m))
+        q = len(mode.weights)
+        return ops.transpose(ops.reshape(c, (-1, q, m)), (0, 2, 1))
     if mode.n == 1:
         level = ops.reshape(c, (-1, m))
         if k == 2 and hessian == "laplacian":

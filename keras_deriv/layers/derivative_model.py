@@ -680,20 +680,25 @@ class DerivativeModel(keras.layers.Layer):
     def _named_partials(self, x, training, engine, dtype):
         """`{"y": y, name: partial or operator}`, each of y's shape."""
         plan = self._plan
+        collapse = plan.collapse
         levels = self._levels(
-            x, plan.order, "diagonal", None, training, engine, plan.directions
+            x, plan.order, "diagonal", None, training, engine, plan.directions, collapse
         )
-        values = [levels[0], *plan.combine(levels)]
+        values = [levels[0], *plan.combine(levels, collapsed=collapse is not None)]
         return dict(zip(self.output_keys, self._unflatten(values, dtype), strict=True))
 
-    def _levels(self, x, order, hessian, wrt, training, engine, directions=None):
+    def _levels(
+        self, x, order, hessian, wrt, training, engine, directions=None, collapse=None
+    ):
         """`[y, dy, ...]` at `x` by `engine`, flattened to `(B, m, ...)`;
-        with `directions` `(r, d)`, the derivatives along them, `(B, m, r)`."""
+        with `directions` `(r, d)`, the derivatives along them, `(B, m, r)`,
+        and with `collapse` `(q, r)` the highest order as those weighted
+        sums over the directions, `(B, m, q)`."""
         dtype = x.dtype
         if engine == "taylor":
             try:
                 levels, shape = taylor.derivatives(
-                    self._graph, x, order, hessian, wrt, training, directions
+                    self._graph, x, order, hessian, wrt, training, directions, collapse
                 )
                 self._check_output_shape(shape)
                 return levels
@@ -715,7 +720,11 @@ class DerivativeModel(keras.layers.Layer):
         piecewise = self._verdict == curvature.PIECEWISE_LINEAR
         try:
             if directions is not None:
-                return autodiff.directional(f, x, directions, order)
+                levels = autodiff.directional(f, x, directions, order)
+                if collapse is not None:
+                    w = ops.convert_to_tensor(collapse, levels[-1].dtype)
+                    levels[-1] = ops.einsum("bmr,qr->bmq", levels[-1], w)
+                return levels
             return autodiff.derivatives(
                 f, x, order, hessian, wrt, piecewise_linear=piecewise
             )
