@@ -9,12 +9,14 @@ derivatives at h = 0.01 (where rounding, ~eps/h⁴, starts to dominate) and
 below 2e-8 for the lower orders at h = 0.005.
 """
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
 from conftest import assert_close, f64, to_numpy
 
-from keras_deriv import DerivativeModel
+from keras_deriv import DerivativeModel, ZeroCurvatureWarning
 
 # The stencils of the n-th derivative, second-order accurate, on offsets
 # -2..2 (times h^-n).
@@ -111,6 +113,11 @@ TOL32 = {1: 2e-5, 2: 5e-5, 3: 2e-4, 4: 1e-3}
 CASES = {
     "a mixed second partial": {"u_xy": "xy"},
     "two operators of order two": {"lap": {"xx": 1, "yy": 1}, "u_xy": "xy"},
+    "a second-order operator with first-order terms": {
+        "h": {"x": 1.0, "xy": 2.0, "yy": -1.0},
+        "u_y": "y",
+        "u_xx": "xx",
+    },
     "order three with a first-order term": {
         "u_xxy": "xxy",
         "heat": {"y": 1.0, "xx": -0.1},
@@ -145,10 +152,12 @@ def test_collapsed_partials_against_float64_differences(case):
     x = np.random.default_rng(1).uniform(-1, 1, size=(5, 2))
     layer = DerivativeModel(model, partials=partials, variables="xy", method="taylor")
     out = layer(f64(x))
-    plan = layer._plan
-    if plan.order > 1:  # the case exercises the collapsed highest order
-        assert plan.collapse is not None
-        assert len(plan.collapse) < len(plan.directions)
+    plan, scheme = layer._plan, layer._plan.taylor
+    if plan.order == 2:  # one direction per variable, not per pair
+        assert len(scheme.directions) == 2 < len(plan.directions)
+    elif plan.order > 2:  # the case exercises the collapsed highest order
+        assert scheme.collapse is not None
+        assert len(scheme.collapse) < len(plan.directions)
     refs = expected(numpy_network(model), x, partials, "xy")
     assert_close(to_numpy(out["y"]), numpy_network(model)(x), 1e-12, 1e-6)
     for name, ref in refs.items():
@@ -172,3 +181,29 @@ def test_collapsed_in_three_variables():
     for name, ref in refs.items():
         assert np.abs(ref).max() > 1e-2, name
         assert_close(to_numpy(out[name]), ref, 1e-6, TOL32[4], name)
+
+
+@pytest.mark.parametrize(
+    "partials", [{"u_xy": "xy"}, {"b": {"xxxx": 1, "xxyy": 2, "yyyy": 1}}]
+)
+def test_a_loss_on_zero_partials_of_a_relu_network_trains(partials):
+    """Exact zeros (u_xy of a ReLU net) still train as nested autodiff
+    would: a loss on them alone gives zero gradients, not "No gradients"."""
+    net = keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(4, activation="relu"),
+            keras.layers.Dense(1),
+        ]
+    )
+    inputs = keras.Input((2,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ZeroCurvatureWarning)
+        layer = DerivativeModel(net, partials=partials, variables="xy", method="taylor")
+        out = layer(inputs)
+    name = next(iter(partials))
+    model = keras.Model(inputs, {name: out[name]})
+    model.compile("adam", {name: "mse"})
+    x = np.random.default_rng(0).uniform(-1, 1, size=(8, 2)).astype("float32")
+    history = model.fit(x, {name: np.ones((8, 1), "float32")}, epochs=1, verbose=0)
+    assert history.history["loss"][0] == 1.0  # u_xy is 0: the loss is (0 - 1)²

@@ -44,6 +44,7 @@ class Plan:
 
     def __init__(self, terms, width):
         self.width = width
+        self._terms = terms
         self._directions = {}  # direction (tuple) -> column
         # per output: list of (order, {column: weight})
         self.outputs = []
@@ -111,6 +112,14 @@ class Plan:
             return None
         return np.asarray(rows)
 
+    @property
+    def taylor(self):
+        """The plan for the Taylor engine: a `PairPlan` for order two (fewer
+        directions), else this plan."""
+        if self.order == 2:
+            return PairPlan(self._terms, self.width)
+        return self
+
     def _top_rows(self):
         rows = []
         for output in self.outputs:
@@ -136,11 +145,74 @@ class Plan:
                     )
                     term = levels[k][:, :, index]
                 else:
-                    term = ops.einsum(
-                        "bmr,r->bm",
-                        levels[k],
-                        ops.convert_to_tensor(row, levels[k].dtype),
-                    )
+                    w = ops.convert_to_tensor(row, levels[k].dtype)
+                    term = ops.einsum("bmr,r->bm", levels[k], w)
+                total = term if total is None else total + term
+            results.append(total)
+        return results
+
+
+class PairPlan:
+    """Named partials and operators of order at most two, for the Taylor
+    engine: along the coordinate directions of the variables they involve,
+    with each output's second-order part Σ C_ij ∂_i∂_j kept as one
+    collapsed coefficient (the forward Laplacian's scheme with a
+    coefficient matrix C in place of the identity). One direction per
+    variable, where interpolation needs one per pair: u_xy costs two
+    directions, not three.
+
+    Args:
+        terms: as for `Plan`, of order at most two.
+        width: the number of input features.
+    """
+
+    order = 2
+
+    def __init__(self, terms, width):
+        variables = sorted(
+            {i for operator in terms for index in operator for i in index}
+        )
+        column = {v: c for c, v in enumerate(variables)}
+        n = len(variables)
+        self.directions = np.eye(width)[variables]
+        self._first, matrices = [], []
+        for operator in terms:
+            first, matrix = np.zeros(n), np.zeros((n, n))
+            for index, coefficient in operator.items():
+                if len(index) == 1:
+                    first[column[index[0]]] += coefficient
+                elif len(index) == 2:
+                    i, j = column[index[0]], column[index[1]]
+                    matrix[i, j] += 0.5 * coefficient
+                    matrix[j, i] += 0.5 * coefficient
+            self._first.append(first if first.any() else None)
+            matrices.append(matrix if matrix.any() else None)
+        distinct = []
+        for matrix in matrices:
+            if matrix is not None and not any(
+                np.array_equal(matrix, m) for m in distinct
+            ):
+                distinct.append(matrix)
+        self._rows = [
+            None
+            if m is None
+            else next(r for r, d in enumerate(distinct) if np.array_equal(d, m))
+            for m in matrices
+        ]
+        self.collapse = np.asarray(distinct)  # (q, n, n)
+
+    def combine(self, levels, collapsed=True):
+        """The outputs from `levels[1]` `(B, m, n)`, the first derivatives
+        along the variables, and `levels[2]` `(B, m, q)`, the collapsed
+        second-order parts; each output `(B, m)`."""
+        results = []
+        for first, row in zip(self._first, self._rows, strict=True):
+            total = None
+            if first is not None:
+                w = ops.convert_to_tensor(first, levels[1].dtype)
+                total = ops.einsum("bmr,r->bm", levels[1], w)
+            if row is not None:
+                term = levels[2][:, :, row]
                 total = term if total is None else total + term
             results.append(total)
         return results

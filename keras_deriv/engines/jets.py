@@ -27,6 +27,7 @@ has no direction axis; that is how the functions below tell them apart.
 import itertools
 import math
 
+import numpy as np
 from keras import ops
 
 
@@ -38,7 +39,10 @@ class Mode:
         n: the number of directions.
         top: for `"collapsed"`, the order of the highest coefficient.
         weights: for `"collapsed"`, a `(q, n)` array: the highest
-            coefficient is kept as these q weighted sums over directions.
+            coefficient is kept as these q weighted sums over directions;
+            or for a highest order of two, `(q, n, n)`: symmetric matrices
+            C, the coefficient kept as Σ_ij C_ij ∂_i∂_j along the
+            directions (the Laplacian's scheme, C the identity there).
     """
 
     def __init__(self, kind, n, top=None, weights=None):
@@ -63,15 +67,41 @@ class Mode:
             return ops.sum(c, axis=1)
         # Sums of weighted slices: elementwise, so they fuse with the terms
         # they sum (a reduction over the direction axis did not under XLA).
+        return self._stack(
+            [
+                [(w, c[:, i]) for i, w in enumerate(row) if w != 0]
+                for row in self.weights
+            ],
+            c,
+        )
+
+    def _quadratic(self, a, b):
+        """Σ_ij C_ij a_i b_j for each symmetric matrix C of the weights."""
         sums = []
-        for row in self.weights:
+        for matrix in self.weights:
+            products = []
+            for i, j in zip(*np.nonzero(np.triu(matrix)), strict=True):
+                w = matrix[i, j] * (1 if i == j else 2)
+                if a is b or i == j:
+                    products.append((w, a[:, i] * b[:, j]))
+                else:  # symmetrised: C_ij a_i b_j + C_ji a_j b_i
+                    products.append((0.5 * w, a[:, i] * b[:, j] + a[:, j] * b[:, i]))
+            sums.append(products)
+        return self._stack(sums, a)
+
+    def _stack(self, sums, like):
+        """Each sum of `(weight, term)` pairs, stacked on a direction axis
+        (none for a single sum)."""
+        out = []
+        for products in sums:
             total = None
-            for i, w in enumerate(row):
-                if w != 0:
-                    term = c[:, i] * float(w) if w != 1 else c[:, i]
-                    total = term if total is None else total + term
-            sums.append(total)
-        return sums[0] if len(sums) == 1 else ops.stack(sums, axis=1)
+            for w, term in products:
+                term = term if w == 1 else term * float(w)
+                total = term if total is None else total + term
+            if total is None:  # an operator whose terms cancel: still connected
+                total = 0.0 * like[:, 0]
+            out.append(total)
+        return out[0] if len(out) == 1 else ops.stack(out, axis=1)
 
     def reduce(self, order, c):
         """`c`, a sum of per-direction terms of coefficient `order`, as
@@ -89,6 +119,8 @@ class Mode:
                 return a_i * a_j
             b_i, b_j = ops.take(b, self.first, axis=1), ops.take(b, self.second, 1)
             return 0.5 * (a_i * b_j + a_j * b_i)
+        if self.top == 2 and self.weights is not None and self.weights.ndim == 3:
+            return self._quadratic(a, b)
         return self.reduce(2, a * b)
 
 

@@ -81,7 +81,9 @@ def derivatives(
     directions instead of the features `wrt`, as `(B, m, r)`; with
     `collapse` too (an array `(q, r)`), the highest order only as those q
     weighted sums over the directions, `(B, m, q)` (collapsed Taylor mode:
-    one propagated coefficient per sum instead of one per direction)."""
+    one propagated coefficient per sum instead of one per direction); for
+    order two, `collapse` may be `(q, r, r)`: symmetric matrices C, the
+    second order as Σ_ij C_ij ∂_i∂_j along the directions."""
     d = x.shape[-1]
     if directions is None:
         directions = ops.take(ops.eye(d, dtype=x.dtype), list(wrt), axis=0)
@@ -131,6 +133,8 @@ def _connected_zeros(first, mode, k):
         return zero
     if k == 2 and mode.kind == "hessian":
         return ops.take(zero, mode.first, axis=1)
+    if k == 2 == mode.top:
+        return mode.pair(zero, zero)
     return mode.reduce(k, zero)
 
 

@@ -679,29 +679,28 @@ class DerivativeModel(keras.layers.Layer):
 
     def _named_partials(self, x, training, engine, dtype):
         """`{"y": y, name: partial or operator}`, each of y's shape."""
-        plan = self._plan
-        collapse = plan.collapse
-        levels = self._levels(
-            x, plan.order, "diagonal", None, training, engine, plan.directions, collapse
+        values = self._levels(
+            x, self._plan.order, "diagonal", None, training, engine, self._plan
         )
-        values = [levels[0], *plan.combine(levels, collapsed=collapse is not None)]
         return dict(zip(self.output_keys, self._unflatten(values, dtype), strict=True))
 
-    def _levels(
-        self, x, order, hessian, wrt, training, engine, directions=None, collapse=None
-    ):
+    def _levels(self, x, order, hessian, wrt, training, engine, plan=None):
         """`[y, dy, ...]` at `x` by `engine`, flattened to `(B, m, ...)`;
-        with `directions` `(r, d)`, the derivatives along them, `(B, m, r)`,
-        and with `collapse` `(q, r)` the highest order as those weighted
-        sums over the directions, `(B, m, q)`."""
+        with a `plan` of named partials, `[y, *outputs]`, each `(B, m)`."""
         dtype = x.dtype
         if engine == "taylor":
+            scheme = None if plan is None else plan.taylor
+            directions, collapse = None, None
+            if scheme is not None:
+                directions, collapse = scheme.directions, scheme.collapse
             try:
                 levels, shape = taylor.derivatives(
                     self._graph, x, order, hessian, wrt, training, directions, collapse
                 )
                 self._check_output_shape(shape)
-                return levels
+                if scheme is None:
+                    return levels
+                return [levels[0], *scheme.combine(levels, collapse is not None)]
             except taylor.Unsupported as why:  # known only at call time
                 if self.method == "taylor":
                     raise select.taylor_error(self.model.name, why) from None
@@ -719,12 +718,9 @@ class DerivativeModel(keras.layers.Layer):
 
         piecewise = self._verdict == curvature.PIECEWISE_LINEAR
         try:
-            if directions is not None:
-                levels = autodiff.directional(f, x, directions, order)
-                if collapse is not None:
-                    w = ops.convert_to_tensor(collapse, levels[-1].dtype)
-                    levels[-1] = ops.einsum("bmr,qr->bmq", levels[-1], w)
-                return levels
+            if plan is not None:
+                levels = autodiff.directional(f, x, plan.directions, order)
+                return [levels[0], *plan.combine(levels)]
             return autodiff.derivatives(
                 f, x, order, hessian, wrt, piecewise_linear=piecewise
             )
