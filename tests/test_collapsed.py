@@ -207,3 +207,21 @@ def test_a_loss_on_zero_partials_of_a_relu_network_trains(partials):
     x = np.random.default_rng(0).uniform(-1, 1, size=(8, 2)).astype("float32")
     history = model.fit(x, {name: np.ones((8, 1), "float32")}, epochs=1, verbose=0)
     assert history.history["loss"][0] == 1.0  # u_xy is 0: the loss is (0 - 1)²
+
+
+@pytest.mark.parametrize("d, count", [(2, 3), (3, 6)])
+def test_the_biharmonic_is_taken_along_a_spherical_design(d, count):
+    """Δ² along 3 directions in 2-D and 6 in 3-D (interpolation takes 5 and
+    12); its values are checked above (3-D) and against the closed form in
+    test_partials (2-D)."""
+    names = "xyz"[:d]
+    bih = {a * 4: 1 for a in names}
+    bih.update({a * 2 + b * 2: 2 for i, a in enumerate(names) for b in names[i + 1 :]})
+    layer = DerivativeModel(network(d), partials={"b": bih}, variables=names)
+    layer.build((None, d))
+    assert len(layer._plan.directions) == count
+    # an operator the design cannot represent keeps the interpolation
+    u_xxyy = names[0] * 2 + names[1] * 2
+    layer = DerivativeModel(network(d), partials={"u": u_xxyy}, variables=names)
+    layer.build((None, d))
+    assert len(layer._plan.directions) == 5

@@ -32,6 +32,35 @@ def _counts(index, variables):
     return tuple(index.count(v) for v in variables)
 
 
+def _factorials(beta):
+    return np.prod([math.factorial(b) for b in beta])
+
+
+def _design(n, vectors):
+    v = np.asarray(vectors, dtype="float64")
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+_PHI = (1 + math.sqrt(5)) / 2
+# Antipodal spherical designs of strength 5: Σ_v (v·x)⁴ is a multiple of
+# |x|⁴. In 2-D three directions 60° apart; in 3-D the six axes of the
+# icosahedron.
+DESIGNS = {
+    2: _design(2, [[1, 0], [0.5, math.sqrt(3) / 2], [-0.5, math.sqrt(3) / 2]]),
+    3: _design(
+        3,
+        [
+            [0, 1, _PHI],
+            [0, 1, -_PHI],
+            [1, _PHI, 0],
+            [1, -_PHI, 0],
+            [_PHI, 0, 1],
+            [-_PHI, 0, 1],
+        ],
+    ),
+}
+
+
 class Plan:
     """The directions to differentiate along and, per output, the weights
     that turn their Taylor coefficients into it.
@@ -50,11 +79,15 @@ class Plan:
         self.outputs = []
         for operator in terms:
             per_order = {}
-            for index, coefficient in operator.items():
-                k = len(index)
-                weights = per_order.setdefault(k, {})
-                for column, w in self._weights(index).items():
-                    weights[column] = weights.get(column, 0.0) + coefficient * w
+            for k in sorted({len(index) for index in operator}):
+                part = {i: c for i, c in operator.items() if len(i) == k}
+                weights = self._design_weights(part)
+                if weights is None:
+                    weights = {}
+                    for index, coefficient in part.items():
+                        for column, w in self._weights(index).items():
+                            weights[column] = weights.get(column, 0.0) + coefficient * w
+                per_order[k] = weights
             self.outputs.append(sorted(per_order.items()))
         self.order = max(k for output in self.outputs for k, _ in output)
 
@@ -128,6 +161,42 @@ class Plan:
                 if k == self.order and not any(np.array_equal(row, r) for r in rows):
                     rows.append(row)
         return rows
+
+    def _design_weights(self, part):
+        """`{column: weight}` for a fourth-order `part` along the directions
+        of a spherical design, where it is a combination of them (the
+        biharmonic is: 3 directions in 2-D and 6 in 3-D, where interpolation
+        takes 5 and 12), else None."""
+        if {len(index) for index in part} != {4}:
+            return None
+        variables = sorted({i for index in part for i in index})
+        design = DESIGNS.get(len(variables))
+        if design is None:
+            return None
+        basis = list(_compositions(4, len(variables)))
+        # D⁴_v f = 4! Σ_β v^β / β! ∂^β f over the multi-indices β of order 4
+        a = np.asarray(
+            [
+                [
+                    24 * np.prod(v ** np.asarray(beta)) / _factorials(beta)
+                    for v in design
+                ]
+                for beta in basis
+            ]
+        )
+        c = np.zeros(len(basis))
+        for index, coefficient in part.items():
+            c[basis.index(_counts(index, variables))] += coefficient
+        w, *_ = np.linalg.lstsq(a, c, rcond=None)
+        if np.abs(a @ w - c).max() > 1e-12 * max(1.0, np.abs(c).max()):
+            return None
+        weights = {}
+        for v, weight in zip(design, w, strict=True):
+            direction = [0.0] * self.width
+            for variable, component in zip(variables, v, strict=True):
+                direction[variable] = float(component)
+            weights[self._column(tuple(direction))] = float(weight)
+        return weights
 
     def combine(self, levels, collapsed=False):
         """The outputs from `levels[k]` `(B, m, r)`, D^k along each
