@@ -61,7 +61,7 @@ TOL32 = {1: 2e-5, 2: 5e-5, 3: 2e-4, 4: 1e-3}
 
 
 @pytest.mark.parametrize("method", ENGINES)
-@pytest.mark.parametrize("d", [2, 3])
+@pytest.mark.parametrize("d", [1, 2, 3])
 def test_every_partial_up_to_order_four_against_the_closed_form(method, d):
     net = mlp(d, (6,), 2, activation="tanh", seed=d)
     x = np.random.default_rng(d).uniform(-1, 1, size=(5, d))
@@ -114,6 +114,23 @@ def test_operators_against_the_closed_form(method):
     for name, (_, ref) in operators.items():
         assert np.abs(ref).max() > 1e-2  # not a check of 0 == 0
         assert_close(to_numpy(out[name]), ref, 1e-10, 2e-3, name)
+
+
+@pytest.mark.parametrize("method", ENGINES)
+@pytest.mark.parametrize(
+    "partials",
+    [{"r": {"xx": -1.0}}, {"a": {"x": 2.0, "xx": -3.0}, "b": "xx", "c": "x"}],
+)
+def test_second_order_operators_of_one_variable(method, partials):
+    """One variable: one direction, no direction axis to sum over."""
+    net = mlp(1, (8,), 1, activation="tanh", seed=5)
+    x = np.random.default_rng(4).uniform(-1, 1, size=(7, 1))
+    out = DerivativeModel(net, partials=partials, variables="x", method=method)(f64(x))
+    for name, spec in partials.items():
+        terms = {spec: 1.0} if isinstance(spec, str) else spec
+        ref = sum(c * closed_form(net, x, (len(k),)) for k, c in terms.items())
+        assert np.abs(ref).max() > 1e-2
+        assert_close(to_numpy(out[name]), ref, 1e-10, 5e-5, name)
 
 
 def test_variables_as_a_list_and_unnamed_features_held_fixed():
@@ -289,19 +306,23 @@ def separate_inputs_net(seed=0):
     return model, Layers
 
 
+@pytest.mark.parametrize("method", ENGINES)
 @pytest.mark.parametrize("structure", ["list", "dict"])
-def test_separate_inputs_named_partials_against_the_closed_form(structure):
+def test_separate_inputs_named_partials_against_the_closed_form(structure, method):
     model, dense_layers = separate_inputs_net()
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, size=(6, 2)).astype("float32")
     inputs = (
         [x[:, :1], x[:, 1:]] if structure == "list" else {"x": x[:, :1], "t": x[:, 1:]}
     )
-    out = DerivativeModel(
+    layer = DerivativeModel(
         model,
         variables={"x": "x", "t": "t"},
         partials={"u_t": "t", "u_xt": "xt", "heat": {"t": 1, "xx": -0.1}},
-    )(inputs)
+        method=method,
+    )
+    out = layer(inputs)
+    assert layer.engine == method
     xd = x.astype("float64")
     cases = {
         "u_t": closed_form(dense_layers, xd, (0, 1)),
@@ -313,10 +334,12 @@ def test_separate_inputs_named_partials_against_the_closed_form(structure):
         assert_close(to_numpy(out[name]), ref, 2e-5, 2e-5, name)  # float32 input
 
 
-def test_order_mode_differentiates_only_the_named_inputs():
+@pytest.mark.parametrize("method", ENGINES)
+def test_order_mode_differentiates_only_the_named_inputs(method):
     model, dense_layers = separate_inputs_net(seed=3)
     x = np.random.default_rng(1).uniform(-1, 1, size=(5, 2)).astype("float32")
-    y, dy, d2y = DerivativeModel(model, variables={"t": None})([x[:, :1], x[:, 1:]])
+    layer = DerivativeModel(model, variables={"t": None}, method=method)
+    y, dy, d2y = layer([x[:, :1], x[:, 1:]])
     assert tuple(dy.shape) == (5, 1, 1)  # d/dt only
     xd = x.astype("float64")
     assert_close(
@@ -327,7 +350,8 @@ def test_order_mode_differentiates_only_the_named_inputs():
     )
 
 
-def test_a_deeponet_is_differentiated_through_its_trunk_only():
+@pytest.mark.parametrize("method", ENGINES)
+def test_a_deeponet_is_differentiated_through_its_trunk_only(method):
     # G(b)(y) = (W_b b + c_b) · tanh(W_t y + c_t): the Laplacian in the
     # trunk's y is Σ_u B_u tanh''(z_u) Σ_j W_t[j, u]², the branch held fixed.
     branch, trunk = keras.Input((3,), name="branch"), keras.Input((2,), name="trunk")
@@ -343,6 +367,7 @@ def test_a_deeponet_is_differentiated_through_its_trunk_only():
         deeponet,
         variables={"trunk": "xy"},
         partials={"lap": {"xx": 1, "yy": 1}, "u_xy": "xy"},
+        method=method,
     )
     out = layer({"branch": b, "trunk": y})
     wb, cb = (to_numpy(v).astype("float64") for v in b_net.weights)
@@ -354,6 +379,32 @@ def test_a_deeponet_is_differentiated_through_its_trunk_only():
     assert np.abs(lap).max() > 1e-2
     assert_close(to_numpy(out["lap"]), lap, 5e-5, 5e-5, "laplacian")
     assert_close(to_numpy(out["u_xy"]), mixed, 5e-5, 5e-5, "mixed")
+
+
+def test_dropout_in_training_on_separate_inputs_is_one_random_function():
+    """u(a, b) homogeneous of degree 2 in (a, b) for every dropout mask:
+    Euler's relations hold at each point only if all its partials come
+    from one mask (the Taylor engine shares it across coefficients)."""
+    a, b = keras.Input((2,), name="a"), keras.Input((1,), name="b")
+    h = keras.layers.Dense(6, use_bias=False)(keras.layers.Concatenate()([a, b]))
+    h = keras.layers.Dropout(0.5)(keras.layers.Multiply()([h, h]))
+    net = keras.Model([a, b], keras.layers.Dense(1, use_bias=False)(h))
+    partials = {"ux": "x", "uy": "y", "uz": "z", "uxx": "xx", "uxy": "xy", "uxz": "xz"}
+    layer = DerivativeModel(net, variables={"a": "xy", "b": "z"}, partials=partials)
+    x = np.random.default_rng(3).uniform(-1, 1, (64, 3)).astype("float32")
+    out = {
+        k: to_numpy(v)[:, 0]
+        for k, v in layer([x[:, :2], x[:, 2:]], training=True).items()
+    }
+    assert layer.engine == "taylor"
+    scale = np.abs(out["y"]).max()
+    assert scale > 0.05
+    euler = x[:, 0] * out["ux"] + x[:, 1] * out["uy"] + x[:, 2] * out["uz"]
+    np.testing.assert_allclose(euler, 2 * out["y"], atol=1e-5 * 10 * scale)
+    second = x[:, 0] * out["uxx"] + x[:, 1] * out["uxy"] + x[:, 2] * out["uxz"]
+    np.testing.assert_allclose(second, out["ux"], atol=1e-4)
+    inference = to_numpy(layer([x[:, :2], x[:, 2:]], training=False)["y"])[:, 0]
+    assert np.abs(out["y"] - inference).max() > 1e-3  # dropout was active
 
 
 @pytest.mark.parametrize(

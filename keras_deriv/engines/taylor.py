@@ -16,6 +16,7 @@ and per output for autodiff.
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_deriv.engines import jets
@@ -57,7 +58,12 @@ def taylor_gap(graph: Graph) -> str | None:
 
 
 def _propagate(graph, jet, mode, training):
-    values = {graph.input_key: jet}
+    """The output jet of `graph` given the jet of its input (a list of
+    jets, one per input, for a graph with several)."""
+    if graph.input_keys:
+        values = dict(zip(graph.input_keys, jet, strict=True))
+    else:
+        values = {graph.input_key: jet}
     for step in graph.steps:
         if isinstance(step.inputs, list):
             inputs = [values[k] for k in step.inputs]
@@ -72,7 +78,15 @@ def _propagate(graph, jet, mode, training):
 
 
 def derivatives(
-    graph: Graph, x, order, hessian, wrt, training=None, directions=None, collapse=None
+    graph: Graph,
+    x,
+    order,
+    hessian,
+    wrt,
+    training=None,
+    directions=None,
+    collapse=None,
+    slots=None,
 ):
     """`[y, dy, d2y, ...]` as the autodiff engine returns them: `y` `(B, m)`,
     derivatives `(B, m, d')`, the Laplacian `(B, m)`, the full Hessian
@@ -83,19 +97,29 @@ def derivatives(
     weighted sums over the directions, `(B, m, q)` (collapsed Taylor mode:
     one propagated coefficient per sum instead of one per direction); for
     order two, `collapse` may be `(q, r, r)`: symmetric matrices C, the
-    second order as Σ_ij C_ij ∂_i∂_j along the directions."""
+    second order as Σ_ij C_ij ∂_i∂_j along the directions.
+
+    A model with several inputs takes `x` flat, every input's features side
+    by side; `slots` (each with `offset`, `size` and `shape`) says where
+    each input sits. An input no direction moves is held fixed."""
     d = x.shape[-1]
     if directions is None:
-        directions = ops.take(ops.eye(d, dtype=x.dtype), list(wrt), axis=0)
+        directions = np.eye(d)[list(wrt)]
     else:
-        directions = ops.convert_to_tensor(directions, x.dtype)
         hessian = "diagonal"
+    directions = np.asarray(directions, dtype="float64")
     if collapse is not None and order == 1:
         # The first derivative is linear in the direction: differentiate
         # along the weighted sums themselves.
-        directions = ops.matmul(ops.convert_to_tensor(collapse, x.dtype), directions)
+        directions = np.asarray(collapse) @ directions
         collapse = None
     n = directions.shape[0]
+    scale = None
+    if collapse is not None and n == 1:
+        # One direction has no direction axis to sum over: its highest
+        # coefficient, scaled by each sum's one weight.
+        scale = np.asarray(collapse).reshape(len(collapse), -1)[:, 0]
+        collapse = None
     if collapse is not None:
         mode = jets.Mode("collapsed", n, top=order, weights=collapse)
     else:
@@ -105,8 +129,11 @@ def derivatives(
     # one, which broadcasts, until a point-dependent factor multiplies it
     # (the first layer's matmul then costs n rows, not B * n). With one
     # direction there is no direction axis at all (fewer ops).
-    c1 = directions if n == 1 else ops.expand_dims(directions, 0)
-    jet = [x, c1] + [None] * (order - 1)  # x is linear in each direction
+    rows = directions if n == 1 else directions[None]
+    if slots is None:
+        jet = [x, ops.convert_to_tensor(rows, x.dtype)] + [None] * (order - 1)
+    else:
+        jet = [_input_jet(x, rows, slot, order) for slot in slots]
     out = _propagate(graph, jet, mode, training)
     value = out[0]
     m = math.prod(value.shape[1:])
@@ -120,7 +147,21 @@ def derivatives(
         else:
             c = jets.batched(c, value)
         levels.append(_level(c, mode, k, hessian, n, m))
+    if scale is not None:
+        levels[-1] = levels[-1] * ops.convert_to_tensor(scale, levels[-1].dtype)
     return levels, tuple(value.shape[1:])
+
+
+def _input_jet(x, rows, slot, order):
+    """The jet of one input of a model with several: its value and
+    directions (x is linear in each), in its own shape."""
+    end = slot.offset + slot.size
+    value = ops.reshape(x[:, slot.offset : end], (-1, *slot.shape))
+    part = rows[..., slot.offset : end]
+    if not part.any():  # held fixed
+        return [value] + [None] * order
+    c1 = ops.convert_to_tensor(part.reshape(*part.shape[:-1], *slot.shape), x.dtype)
+    return [value, c1] + [None] * (order - 1)
 
 
 def _connected_zeros(first, mode, k):

@@ -280,6 +280,16 @@ def multiply(layer, inputs, mode, training):
     return out
 
 
+def dot(layer, inputs, mode, training):
+    # A batched dot product of two (B, p) tensors along p (the registry's
+    # taylor_gap refuses other axes and normalize=True).
+    u, v = inputs
+    if len(u[0].shape) != 2 or len(v[0].shape) != 2:
+        raise Unsupported(f"layer {layer.name!r} (Dot) takes tensors of rank > 2")
+    product = jets.multiply(u, v, mode)
+    return jets.linear(product, lambda h: ops.sum(h, axis=-1, keepdims=True))
+
+
 def concatenate(layer, inputs, mode, training):
     out = []
     for cs in zip(*inputs, strict=True):

@@ -29,6 +29,16 @@ def _several_axes(layer):
     return None
 
 
+def _dot_gap(layer):
+    axes = layer.axes if isinstance(layer.axes, list | tuple) else [layer.axes] * 2
+    if layer.normalize or any(a not in (1, -1) for a in axes):
+        return (
+            f"layer {layer.name!r} (Dot) has no Taylor rule with normalize=True "
+            "or axes other than the last"
+        )
+    return None
+
+
 def _moments_defect(layer, order):
     # `tf.nn.moments`, behind Keras's LayerNormalization and
     # GroupNormalization on TensorFlow, stops the gradient through the mean
@@ -138,6 +148,7 @@ register(L.Subtract, curvature=AFFINE, merge=True, taylor=rules.subtract)
 register(L.Average, curvature=AFFINE, merge=True, taylor=rules.average)
 register(L.Concatenate, curvature=AFFINE, merge=True, taylor=rules.concatenate)
 register(L.Multiply, curvature=CURVED, merge=True, taylor=rules.multiply)
+register(L.Dot, curvature=CURVED, merge=True, taylor=rules.dot, taylor_gap=_dot_gap)
 
 # -- layers known to the verdict and the checks only --------------------------
 

@@ -77,10 +77,13 @@ class Graph:
     Attributes:
         model: the model or layer walked.
         steps: its steps in order of evaluation.
-        input_key: graph key of its input tensor.
+        input_key: graph key of its (first) input tensor.
         output_key: graph key of its output tensor.
         problem: why the steps cannot be run one by one as a graph from
-            one input to one output (several inputs, a shared layer), or None.
+            its inputs to one output (several outputs, a shared layer), or
+            None.
+        input_keys: graph keys of all its input tensors, in the order of
+            `model.inputs` (empty: the one `input_key`).
     """
 
     model: Any
@@ -88,6 +91,7 @@ class Graph:
     input_key: Any = 0
     output_key: Any = 0
     problem: str | None = None
+    input_keys: tuple = ()
 
     def all_steps(self) -> Iterator[Step]:
         """Every step, depth first, inner graphs included."""
@@ -159,8 +163,8 @@ def _walk_sequential(model, prefix, read_config):
 
 def _walk_functional(model, prefix, read_config):
     problem = None
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        problem = f"{model.name!r} has several inputs or outputs"
+    if len(model.outputs) != 1:
+        problem = f"{model.name!r} has several outputs"
     nested = any(_is_functional(op) for op in model.operations)
     wanted = read_config and (nested or _needs_flags(model))
     nodes = _first_calls(model) if wanted else {}
@@ -172,10 +176,14 @@ def _walk_functional(model, prefix, read_config):
     by_name = nested and bool(nodes)
     steps, produced = [], set()
     if by_name:
-        input_key, output_key = nodes["__io__"]
+        input_keys, output_key = nodes["__io__"]
+        if isinstance(model.input, dict) and len(input_keys) > 1:
+            problem = problem or f"{model.name!r} nests a model and takes a dict"
     else:
-        input_key, output_key = id(model.inputs[0]), id(model.outputs[0])
-    produced.add(input_key)
+        input_keys = tuple(id(t) for t in keras.tree.flatten(model.inputs))
+        output_key = id(model.outputs[0])
+    input_key = input_keys[0]
+    produced.update(input_keys)
     for op in model.operations:
         if isinstance(op, keras.layers.InputLayer):
             continue
@@ -220,6 +228,7 @@ def _walk_functional(model, prefix, read_config):
         input_key=input_key,
         output_key=output_key,
         problem=problem,
+        input_keys=tuple(input_keys) if len(input_keys) > 1 else (),
     )
 
 
@@ -280,20 +289,21 @@ def _first_calls(model):
                 )
             ]
             found[entry["name"]] = (simple, history, len(nodes))
-        ends = [_first_end(config[k]) for k in ("input_layers", "output_layers")]
+        ends = (_ends(config["input_layers"]), _ends(config["output_layers"])[0])
     except Exception:  # noqa: BLE001 - any failure: the flags are unknown
         return None
     found["__io__"] = tuple(ends)
     return found
 
 
-def _first_end(layers):
-    """`(layer, output index)` of the first entry of a config's
+def _ends(layers):
+    """`(layer, output index)` of each entry of a config's
     `input_layers`/`output_layers` (a triple, a list or a dict of them)."""
     if isinstance(layers, dict):
         layers = list(layers.values())
-    first = layers[0] if isinstance(layers[0], list | tuple) else layers
-    return (first[0], first[2])
+    if not isinstance(layers[0], list | tuple):
+        layers = [layers]
+    return tuple((entry[0], entry[2]) for entry in layers)
 
 
 def _histories(value):

@@ -668,7 +668,7 @@ class DerivativeModel(keras.layers.Layer):
 
     def _along(self, z, v, training, engine):
         """`(y, dy)` `(B, m)`: the derivative of each row along its own `v`."""
-        if engine == "taylor":
+        if engine == "taylor" and self._layout is None:
             try:
                 y, dy, shape = taylor.along(self._graph, z, v, training)
                 self._check_output_shape(shape)
@@ -694,8 +694,17 @@ class DerivativeModel(keras.layers.Layer):
             if scheme is not None:
                 directions, collapse = scheme.directions, scheme.collapse
             try:
+                slots = None if self._layout is None else self._layout.slots
                 levels, shape = taylor.derivatives(
-                    self._graph, x, order, hessian, wrt, training, directions, collapse
+                    self._graph,
+                    x,
+                    order,
+                    hessian,
+                    wrt,
+                    training,
+                    directions,
+                    collapse,
+                    slots,
                 )
                 self._check_output_shape(shape)
                 if scheme is None:
