@@ -58,7 +58,7 @@ class Evaluator:
         if batch_size is None:
             batch_size = min(n, self.default_batch_size)
         batch_size = check_batch_size(batch_size)
-        outputs = None
+        outputs, keys = None, None
         for start in range(0, n, batch_size):
             chunk = x[start : start + batch_size]
             if len(chunk) < batch_size:  # pad: one shape, one compiled function
@@ -66,16 +66,19 @@ class Evaluator:
                     [chunk, np.repeat(chunk[-1:], batch_size - len(chunk), 0)]
                 )
             values = self._function.predict_on_batch(chunk)
+            if isinstance(values, dict):  # named partials
+                keys = list(self.layer.output_keys)  # in the layer's order
+                values = [values[k] for k in keys]
             if outputs is None:  # preallocate: memory is the outputs, once
                 outputs = [np.empty((n, *v.shape[1:]), v.dtype) for v in values]
             stop = min(start + batch_size, n)
             for out, value in zip(outputs, values, strict=True):
                 out[start:stop] = value[: stop - start]
-        return tuple(outputs)
+        return dict(zip(keys, outputs, strict=True)) if keys else tuple(outputs)
 
 
 def _cached_evaluator(model, d, dtype, options, graph=None):
-    key = (id(model), d, dtype, options)
+    key = (id(model), d, dtype, repr(options))  # partials are dicts
     evaluator = _EVALUATORS.pop(key, None)
     if evaluator is None or not evaluator.is_current(graph):
         evaluator = Evaluator(model, d, dtype, **dict(options))
@@ -116,7 +119,9 @@ def derivatives(
     batch_size: int | None = None,
     method: str = "auto",
     smoothing: float | None = None,
-) -> tuple[np.ndarray, ...]:
+    partials: dict | None = None,
+    variables: str | list | None = None,
+) -> tuple[np.ndarray, ...] | dict[str, np.ndarray]:
     """Input derivatives of a Keras model at the points `x`, as NumPy arrays.
 
     The points are evaluated in chunks of `batch_size` by one compiled
@@ -145,10 +150,17 @@ def derivatives(
             input units) for those of the network smoothed by a Gaussian of
             that width along each differentiated feature, as in
             `DerivativeModel`. Defaults to `None`.
+        partials: named partials and operators instead of `order`,
+            `hessian`, `wrt` and `smoothing`, as in `DerivativeModel`, e.g.
+            `{"u_xt": "xt", "heat": {"t": 1, "xx": -0.1}}`. Defaults to
+            `None`.
+        variables: the names of the input features `partials` uses (e.g.
+            `"xt"`). Defaults to `None`.
 
     Returns:
         A tuple of `order + 1` arrays `(y, dy, d2y, ...)` with the shapes of
-        `DerivativeModel`'s outputs.
+        `DerivativeModel`'s outputs; with `partials`, a dict `{"y": y,
+        name: array}`, each of y's shape.
 
     Examples:
         >>> import numpy as np, keras
@@ -160,22 +172,59 @@ def derivatives(
         >>> y, dy, d2y = derivatives(net, x, order=2)
         >>> dy.shape
         (100, 1, 1)
+        >>> out = derivatives(net, x, partials={"curvature": "xx"}, variables="x")
+        >>> out["curvature"].shape
+        (100, 1)
     """
     x = as_float_array(x)
     graph = walk(model, read_config=False)
     net = network_to_differentiate(model, graph)
     if net is not model:
         model, graph = net, walk(net, read_config=False)
+    inputs = keras.tree.flatten(getattr(model, "inputs", None) or [])
+    if len(inputs) > 1:
+        raise ValueError(
+            f"derivatives() takes networks with one input; {model.name!r} has "
+            f"{len(inputs)}. Wrap it in DerivativeModel(model, variables={{...}}) "
+            "and call that (or its Keras model's predict) on your inputs."
+        )
     if len(x) == 0:
         raise ValueError("derivatives() got no points (x has 0 rows).")
-    order = check_order(order)
-    options = (
-        ("order", order),
-        ("hessian", check_hessian(hessian, order)),
-        ("method", check_method(method)),
-        ("wrt", check_wrt(wrt)),
-        ("smoothing", check_smoothing(smoothing)),
-    )
+    if partials is not None:
+        given = [
+            name
+            for name, value, default in (
+                ("order", order, 2),
+                ("hessian", hessian, "diagonal"),
+                ("wrt", wrt, None),
+                ("smoothing", smoothing, None),
+            )
+            if value != default
+        ]
+        if given:
+            raise ValueError(
+                f"derivatives(): partials= names the outputs itself; drop "
+                f"{', '.join(given)}= (or drop partials=)."
+            )
+        options = (
+            ("partials", partials),
+            ("variables", variables),
+            ("method", check_method(method)),
+        )
+    else:
+        if variables is not None:
+            raise ValueError(
+                "derivatives(): variables= names the features partials= uses; "
+                "without partials=, select features with wrt=."
+            )
+        order = check_order(order)
+        options = (
+            ("order", order),
+            ("hessian", check_hessian(hessian, order)),
+            ("method", check_method(method)),
+            ("wrt", check_wrt(wrt)),
+            ("smoothing", check_smoothing(smoothing)),
+        )
     if batch_size is not None:
         check_batch_size(batch_size)
     evaluator = _cached_evaluator(model, x.shape[1], str(x.dtype), options, graph)

@@ -24,7 +24,7 @@ from conftest import (
     weight_gradients,
 )
 
-from keras_deriv import DerivativeModel
+from keras_deriv import DerivativeModel, derivatives
 
 ENGINES = ("autodiff", "taylor")
 
@@ -445,3 +445,39 @@ def test_a_multi_input_derivative_model_saves(tmp_path):
     before, after = outer.predict(data, verbose=0), loaded.predict(data, verbose=0)
     for key in before:
         np.testing.assert_allclose(after[key], before[key], rtol=1e-6, atol=1e-7)
+
+
+def test_derivatives_with_partials_in_chunks_against_the_closed_form():
+    net = mlp(2, (8,), 1, activation="tanh", seed=11)
+    x = np.random.default_rng(5).uniform(-1, 1, size=(23, 2))
+    partials = {"u_xy": "xy", "heat": {"y": 1, "xx": -0.1}}
+    out = derivatives(net, x, partials=partials, variables="xy", batch_size=5)
+    assert list(out) == ["y", "u_xy", "heat"]  # a dict, y first
+    refs = {
+        "u_xy": closed_form(net, x, (1, 1)),
+        "heat": closed_form(net, x, (0, 1)) - 0.1 * closed_form(net, x, (2, 0)),
+    }
+    for name, ref in refs.items():
+        assert out[name].shape == (23, 1)
+        assert np.abs(ref).max() > 1e-2
+        assert_close(out[name], ref, 1e-10, 5e-5, name)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"partials": {"a": "x"}, "variables": "xy", "order": 3}, "drop order="),
+        ({"partials": {"a": "x"}, "variables": "xy", "wrt": [0]}, "drop wrt="),
+        ({"variables": "xy"}, "without partials=, select features with wrt="),
+    ],
+)
+def test_derivatives_refuses_partials_mixed_with_order_options(kwargs, match):
+    net = mlp(2, (4,), 1)
+    with pytest.raises(ValueError, match=match):
+        derivatives(net, np.zeros((3, 2)), **kwargs)
+
+
+def test_derivatives_of_a_multi_input_model_says_what_to_use():
+    model, _ = separate_inputs_net()
+    with pytest.raises(ValueError, match=r"one input; .* has 2\. Wrap it in Deriv"):
+        derivatives(model, np.zeros((3, 2), "float32"))
