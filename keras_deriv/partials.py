@@ -57,6 +57,14 @@ def check_variables(variables, width):
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ValueError(f"`variables` repeats the names {repeated}.")
+    letters = {n for n in names if len(n) == 1}
+    for name in names:
+        if len(name) > 1 and set(name) <= letters:
+            raise ValueError(
+                f"`variables` has both {name!r} and its letters "
+                f"{', '.join(repr(c) for c in name)}: the partial {name!r} would "
+                "be ambiguous. Rename it (e.g. with a digit)."
+            )
     if width is not None and len(names) > width:
         raise ValueError(
             f"`variables` names {len(names)} features ({variables!r}), but the "

@@ -160,6 +160,11 @@ def test_variables_as_a_list_and_unnamed_features_held_fixed():
         ({"partials": {"y": "x"}, "variables": "xt"}, ValueError, '"y"'),
         ({"partials": {"u": "x"}, "variables": "xx"}, ValueError, "repeats"),
         ({"partials": {"u": "x"}, "variables": "xtz"}, ValueError, "input has 2"),
+        (
+            {"partials": {"u": "xt"}, "variables": ["x", "t", "xt"]},
+            ValueError,
+            "ambiguous",
+        ),
         ({"partials": {"u": (0, 5)}}, ValueError, "beyond the input"),
         ({"partials": {"u": "x"}}, ValueError, "variables="),
         ({"partials": {"u": {"x": "1"}}, "variables": "xt"}, TypeError, "numbers"),
