@@ -112,3 +112,35 @@ def run_eagerly(fn):
         return fn()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(fn).result()
+
+
+def _tree_levels(f, x, tree, depth):
+    """The tree's nodes down to `depth`, one list of `(B, m)` per level."""
+    if depth == 0:
+        return [[f(x)]]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        lower = _tree_levels(f, x, tree, depth - 1)
+        parents = sorted({p for p, _ in tree[depth]})
+        sums = {
+            p: [
+                tf.reduce_sum(lower[-1][p][:, j]) for j in range(lower[-1][p].shape[-1])
+            ]
+            for p in parents
+        }
+    jacobians = {}
+    for p in parents:
+        jac = _gradients(tape, lower[-1][p], x, sums[p])
+        if jac is None:
+            if depth == 1:
+                raise NotDifferentiableError(_NOT_CONNECTED)
+            top = lower[-1][p]  # constant in x: zeros, still connected
+            jac = 0.0 * top[..., None] * tf.ones_like(x)[:, None, :]
+        jacobians[p] = jac
+    del tape
+    return [*lower, [jacobians[p][:, :, i] for p, i in tree[depth]]]
+
+
+def derivative_tree(f, x, tree):
+    x = tf.convert_to_tensor(x)
+    return _tree_levels(f, x, tree, len(tree) - 1)

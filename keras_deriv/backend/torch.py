@@ -131,3 +131,28 @@ def run_eagerly(fn):
             return fn()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(fn).result()
+
+
+@torch.compiler.disable
+def derivative_tree(f, x, tree):
+    outer_grad = torch.is_grad_enabled()  # a training step will backprop
+    with torch.enable_grad():
+        if not x.requires_grad:
+            x = x.detach().requires_grad_(True)
+        levels = [[f(x)]]
+        for depth in range(1, len(tree)):
+            keep = outer_grad or depth < len(tree) - 1
+            jacobians = {}
+            for p in sorted({p for p, _ in tree[depth]}):
+                top = levels[-1][p]
+                jac = _gradients(top, x, keep_graph=keep)
+                if jac is None:
+                    if depth == 1:
+                        raise NotDifferentiableError(_NOT_CONNECTED)
+                    # constant in x: zeros, still connected to the weights
+                    jac = 0.0 * top[..., None] * torch.ones_like(x)[:, None, :]
+                jacobians[p] = jac
+            levels.append([jacobians[p][:, :, i] for p, i in tree[depth]])
+    if not outer_grad:
+        levels = [[t.detach() for t in level] for level in levels]
+    return levels

@@ -73,3 +73,42 @@ def along(f, x, v):
     s = ops.zeros_like(x[:, :1])
     y, dy = backend.get().nested_derivatives(line, s, 1, False, (0,))
     return y, dy[..., 0]
+
+
+def has_tree():
+    """Whether the backend nests reverse passes over a tree of partials."""
+    return hasattr(backend.get(), "derivative_tree")
+
+
+def named(f, x, terms):
+    """`[y, *outputs]` of `f: (B, d) -> (B, m)` at `x`, one output per
+    operator of `terms` (`{multi-index: coefficient}`, a multi-index a
+    sorted tuple of feature indices): Σ coefficient · ∂^index f, `(B, m)`.
+
+    Nested reverse passes along the multi-indices, sharing prefixes: one
+    pass per output component of each node with children gives all of its
+    children, so u_x, u_xx and u_xxt take three passes, and u_xy two (the
+    Hessian row of u_x), where derivatives along interpolation directions
+    take a nested pass per direction."""
+    nodes = sorted(
+        {index[:k] for op in terms for index in op for k in range(1, len(index) + 1)},
+        key=lambda index: (len(index), index),
+    )
+    position = {(): 0}
+    tree = [[None]]
+    for index in nodes:
+        if len(index) == len(tree):
+            tree.append([])
+        level = tree[len(index)]
+        position[index] = len(level)
+        level.append((position[index[:-1]], index[-1]))
+    levels = backend.get().derivative_tree(f, x, tree)
+    outputs = []
+    for operator in terms:
+        total = None
+        for index, coefficient in operator.items():
+            term = levels[len(index)][position[index]]
+            term = term if coefficient == 1 else coefficient * term
+            total = term if total is None else total + term
+        outputs.append(total)
+    return [levels[0][0], *outputs]

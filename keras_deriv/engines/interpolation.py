@@ -73,7 +73,7 @@ class Plan:
 
     def __init__(self, terms, width):
         self.width = width
-        self._terms = terms
+        self.terms = terms
         self._directions = {}  # direction (tuple) -> column
         # per output: list of (order, {column: weight})
         self.outputs = []
@@ -150,7 +150,7 @@ class Plan:
         """The plan for the Taylor engine: a `PairPlan` for order two (fewer
         directions), else this plan."""
         if self.order == 2:
-            return PairPlan(self._terms, self.width)
+            return PairPlan(self.terms, self.width)
         return self
 
     def _top_rows(self):

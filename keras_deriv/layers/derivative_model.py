@@ -727,6 +727,8 @@ class DerivativeModel(keras.layers.Layer):
 
         piecewise = self._verdict == curvature.PIECEWISE_LINEAR
         try:
+            if plan is not None and autodiff.has_tree():
+                return autodiff.named(f, x, plan.terms)
             if plan is not None:
                 levels = autodiff.directional(f, x, plan.directions, order)
                 return [levels[0], *plan.combine(levels)]
