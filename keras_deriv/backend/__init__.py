@@ -9,7 +9,8 @@ active Keras backend. Every module here offers the same functions:
   or for `full_hessian=True` and order 2 the Hessian `(B, m, d', d')`.
   Raises `NotDifferentiableError` when `y` does not depend differentiably
   on `x`.
-- `derivative_tree(f, x, tree)` (TensorFlow and PyTorch; reverse mode):
+- `derivative_tree(f, x, tree)` (TensorFlow and PyTorch; reverse mode; on
+  JAX, nested forward mode along directions measured faster for operators):
   the partials of a tree of multi-indices sharing prefixes. `tree[0]` is
   `[None]` (the value), `tree[k]` lists the nodes of order k as `(parent,
   feature)`: the derivative along `feature` of node `parent` of order
