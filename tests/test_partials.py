@@ -401,7 +401,6 @@ def test_dropout_in_training_on_separate_inputs_is_one_random_function():
         k: to_numpy(v)[:, 0]
         for k, v in layer([x[:, :2], x[:, 2:]], training=True).items()
     }
-    assert layer.engine == "taylor"
     scale = np.abs(out["y"]).max()
     assert scale > 0.05
     euler = x[:, 0] * out["ux"] + x[:, 1] * out["uy"] + x[:, 2] * out["uz"]
@@ -410,6 +409,11 @@ def test_dropout_in_training_on_separate_inputs_is_one_random_function():
     np.testing.assert_allclose(second, out["ux"], atol=1e-4)
     inference = to_numpy(layer([x[:, :2], x[:, 2:]], training=False)["y"])[:, 0]
     assert np.abs(out["y"] - inference).max() > 1e-3  # dropout was active
+    copies = DerivativeModel(
+        net, variables={"a": "xy", "b": "z"}, partials=partials, method="autodiff"
+    )
+    with pytest.raises(ValueError, match="random mask.*training=False"):
+        copies([x[:, :2], x[:, 2:]], training=True)
 
 
 @pytest.mark.parametrize(

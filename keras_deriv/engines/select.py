@@ -10,12 +10,15 @@ The choices come from `benchmarks/peers.py` and `benchmarks/overhead.py`
 | Laplacian | Taylor | the forward Laplacian beats nested autodiff on every backend |
 | full Hessian, d' <= 4 | Taylor | d'(d'+1)/2 coefficients: faster to 4 |
 | full Hessian, d' > 4 | autodiff | 2x faster at d' = 10 |
-| named partials, operators | Taylor | to 3.3x faster; worst 0.76x (JAX) [1] |
+| named partials, order <= 2, TF and torch | autodiff | 1.6-2.1x faster [1] |
+| other named partials, operators | Taylor | 1.2-2.0x faster (tanh) [1] |
 | proven piecewise-linear net | autodiff | d2y is known zero: one pass |
 | pure partials of other nets | Taylor | faster than nested autodiff |
 
-[1] `benchmarks/partials_engines.py`: the biharmonic of a 3x64 net is 2.6-3.3x
-faster on TensorFlow and torch; u_xy of a ReLU net on JAX, 0.76x.
+[1] `benchmarks/partials_engines.py` (3x64 tanh net, 1024 points): u_xy by
+autodiff at 0.47x (TensorFlow) and 0.61x (torch) the Taylor engine's time,
+at 1.67x on JAX (nested forward passes there); the biharmonic by Taylor at
+1/1.5 to 1/2.0 of autodiff's time on every backend.
 """
 
 TAYLOR, AUTODIFF = "taylor", "autodiff"
@@ -32,10 +35,13 @@ def choose_engine(
     hessian,
     directions,
     model_name,
-    named=False,
+    named=0,
+    reverse_tree=False,
 ):
     """The engine for `method`, or a clear error when the requested engine
-    cannot compute correct derivatives for this model."""
+    cannot compute correct derivatives for this model. `named`: the highest
+    order of named partials (0: none); `reverse_tree`: whether the backend's
+    autodiff shares reverse passes over them."""
     if method == AUTODIFF:
         if defect is not None:
             raise defect_error(model_name, defect, 'Use method="taylor" or "auto".')
@@ -51,8 +57,10 @@ def choose_engine(
                 f"this model either: {taylor_gap}.",
             )
         return AUTODIFF
-    if method == TAYLOR or defect is not None or named:
+    if method == TAYLOR or defect is not None:
         return TAYLOR
+    if named:
+        return AUTODIFF if named <= 2 and reverse_tree else TAYLOR
     if order >= 2 and hessian == "laplacian":
         return TAYLOR
     if order >= 2 and hessian == "full":

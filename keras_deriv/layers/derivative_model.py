@@ -388,7 +388,8 @@ class DerivativeModel(keras.layers.Layer):
             hessian=self.hessian,
             directions=directions,
             model_name=self.model.name,
-            named=self.partials is not None,
+            named=0 if self.partials is None else self._plan.order,
+            reverse_tree=autodiff.has_tree(),
         )
         self._fingerprint = fingerprint(self.model)
         half = sorted(
