@@ -490,3 +490,91 @@ def test_derivatives_of_a_multi_input_model_says_what_to_use():
     model, _ = separate_inputs_net()
     with pytest.raises(ValueError, match=r"one input; .* has 2\. Wrap it in Deriv"):
         derivatives(model, np.zeros((3, 2), "float32"))
+
+
+@pytest.mark.parametrize("method", ENGINES)
+def test_operators_whose_terms_cancel_or_have_zero_coefficients(method):
+    """A PDE coefficient set to 0 or two terms that cancel: zeros, or the
+    terms that remain, still connected to the weights."""
+    net = mlp(2, (6,), 1, activation="tanh", seed=2)
+    x = np.random.default_rng(6).uniform(-1, 1, size=(5, 2))
+    cases = [
+        ({"z": {"xy": 1, "yx": -1}}, {"z": 0 * closed_form(net, x, (0, 0))}),
+        (
+            {"a": "xx", "z": {"xy": 1, "yx": -1}},
+            {"a": closed_form(net, x, (2, 0)), "z": 0 * closed_form(net, x, (0, 0))},
+        ),
+        ({"a": {"xx": 0.0, "x": 1.0}}, {"a": closed_form(net, x, (1, 0))}),
+        ({"b": {"xxyy": 0.0, "y": 2.0}}, {"b": 2 * closed_form(net, x, (0, 1))}),
+    ]
+    for partials, refs in cases:
+        out = DerivativeModel(net, partials=partials, variables="xy", method=method)(
+            f64(x)
+        )
+        for name, ref in refs.items():
+            assert_close(to_numpy(out[name]), ref, 1e-10, 5e-5, f"{partials} {name}")
+
+
+@pytest.mark.parametrize("layer", ["batch_norm", "normalization"])
+def test_a_fixed_input_through_a_normalization_layer(layer):
+    """The branch of a DeepONet normalised: held fixed, it carries no
+    derivative through the normalisation (the Taylor engine and autodiff
+    agree; the Laplacian against the closed form)."""
+    branch, trunk = keras.Input((3,), name="branch"), keras.Input((2,), name="trunk")
+    if layer == "batch_norm":
+        norm = keras.layers.BatchNormalization(
+            moving_mean_initializer=keras.initializers.RandomUniform(-1, 1, seed=1),
+            moving_variance_initializer=keras.initializers.RandomUniform(1, 2, seed=2),
+        )
+    else:
+        norm = keras.layers.Normalization(
+            mean=[0.1, -0.2, 0.3], variance=[1.5, 2.0, 0.5]
+        )
+    b_net = keras.layers.Dense(8)
+    t_net = keras.layers.Dense(8, activation="tanh")
+    deeponet = keras.Model(
+        [branch, trunk], keras.layers.Dot(axes=1)([b_net(norm(branch)), t_net(trunk)])
+    )
+    rng = np.random.default_rng(2)
+    b = rng.normal(size=(4, 3)).astype("float32")
+    y = rng.uniform(-1, 1, size=(4, 2)).astype("float32")
+    wt, ct = (to_numpy(v).astype("float64") for v in t_net.weights)
+    coeff = to_numpy(b_net(norm(b, training=False))).astype("float64")
+    z = y.astype("float64") @ wt + ct
+    lap = (coeff * tanh_derivative(z, 2) * (wt**2).sum(0)).sum(1, keepdims=True)
+    for method in ENGINES:
+        out = DerivativeModel(
+            deeponet,
+            variables={"trunk": "xy"},
+            partials={"lap": {"xx": 1, "yy": 1}, "b": {"xxyy": 1}},
+            method=method,
+        )({"branch": b, "trunk": y})
+        assert np.abs(lap).max() > 1e-2
+        assert_close(to_numpy(out["lap"]), lap, 5e-5, 5e-5, method)
+
+
+def test_a_nested_multi_input_model_called_on_a_dict():
+    """keras_deriv cannot match a dict call's tensors to the inner model's
+    inputs in order: the Taylor engine declines and autodiff takes it."""
+    t, a = keras.Input((1,), name="t"), keras.Input((2,), name="a")
+    h = keras.layers.Dense(6, activation="tanh")(keras.layers.Concatenate()([a, t]))
+    inner = keras.Model({"t": t, "a": a}, keras.layers.Dense(1)(h))
+    a2, t2 = keras.Input((2,), name="a2"), keras.Input((1,), name="t2")
+    outer = keras.Model([a2, t2], inner({"a": a2, "t": t2}))
+    rng = np.random.default_rng(0)
+    xa = rng.uniform(-1, 1, (4, 2)).astype("float32")
+    xt = rng.uniform(-1, 1, (4, 1)).astype("float32")
+    variables = {"a2": "xy", "t2": "t"}
+    layer = DerivativeModel(outer, partials={"u": "xxxt"}, variables=variables)
+    out = layer([xa, xt])
+    assert layer.engine == "autodiff"
+    with pytest.raises(ValueError, match="cannot match"):
+        DerivativeModel(
+            outer, partials={"u": "xxxt"}, variables=variables, method="taylor"
+        )([xa, xt])
+    # the reference: u_xxxt of the same function, differentiated by hand
+    wt, ct = (to_numpy(v).astype("float64") for v in inner.layers[3].weights)
+    wo = to_numpy(inner.layers[4].weights[0]).astype("float64")
+    z = np.concatenate([xa, xt], 1).astype("float64") @ wt + ct
+    ref = (tanh_derivative(z, 4) * wt[0] ** 3 * wt[2]) @ wo
+    assert_close(to_numpy(out["u"]), ref, 1e-4, 1e-4)

@@ -150,8 +150,10 @@ class Plan:
         """The plan for the Taylor engine: a `PairPlan` for order two (fewer
         directions), else this plan."""
         if self.order == 2:
-            return PairPlan(self.terms, self.width)
-        return self
+            pairs = PairPlan(self.terms, self.width)
+            if pairs.collapse is not None:
+                return pairs
+        return self  # (also where every second-order part cancels)
 
     def _top_rows(self):
         rows = []
@@ -268,7 +270,8 @@ class PairPlan:
             else next(r for r, d in enumerate(distinct) if np.array_equal(d, m))
             for m in matrices
         ]
-        self.collapse = np.asarray(distinct)  # (q, n, n)
+        # (q, n, n), or None where every second-order part is zero
+        self.collapse = np.asarray(distinct) if distinct else None
 
     def combine(self, levels, collapsed=True):
         """The outputs from `levels[1]` `(B, m, n)`, the first derivatives
@@ -283,5 +286,7 @@ class PairPlan:
             if row is not None:
                 term = levels[2][:, :, row]
                 total = term if total is None else total + term
+            if total is None:  # every term cancels: zeros, still connected
+                total = 0.0 * levels[1][:, :, 0]
             results.append(total)
         return results

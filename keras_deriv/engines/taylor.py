@@ -33,7 +33,16 @@ def taylor_gap(graph: Graph) -> str | None:
     for step in graph.steps:
         kind = type(step.layer).__name__
         if step.kind == MODEL:
-            gap = taylor_gap(step.inner[0])
+            inner = step.inner[0]
+            if inner.input_keys and not (
+                isinstance(step.inputs, list)
+                and len(step.inputs) == len(inner.input_keys)
+            ):
+                return (
+                    f"model {step.path!r} is called on inputs that keras_deriv "
+                    "cannot match to its own (a dict of tensors)"
+                )
+            gap = taylor_gap(inner)
             if gap is not None:
                 return gap
             continue

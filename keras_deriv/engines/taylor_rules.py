@@ -133,7 +133,7 @@ def normalization(layer, jet, mode, training):
     std = ops.sqrt(weight(layer.variance, jet))
     std = ops.where(std > keras.backend.epsilon(), std, keras.backend.epsilon())
     factor = std if layer.invert else 1.0 / std
-    return [layer_value(layer, jet[0]), *jets.scale(jet[1:], factor)]
+    return [layer_value(layer, jet[0]), *_per_feature(jet[1:], factor)]
 
 
 def batch_normalization(layer, jet, mode, training):
@@ -145,7 +145,13 @@ def batch_normalization(layer, jet, mode, training):
     shape = [1] * len(jet[0].shape)
     shape[layer.axis] = -1
     factor = ops.reshape(factor, shape[1:])
-    return [layer_value(layer, jet[0], training=False), *jets.scale(jet[1:], factor)]
+    return [layer_value(layer, jet[0], training=False), *_per_feature(jet[1:], factor)]
+
+
+def _per_feature(coefficients, factor):
+    """Coefficients times a per-feature factor; a known zero (None, e.g. all
+    of a fixed input's) stays one."""
+    return [None if c is None else c * factor for c in coefficients]
 
 
 def _axes(axis, rank):

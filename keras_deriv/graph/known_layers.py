@@ -33,8 +33,8 @@ def _dot_gap(layer):
     axes = layer.axes if isinstance(layer.axes, list | tuple) else [layer.axes] * 2
     if layer.normalize or any(a not in (1, -1) for a in axes):
         return (
-            f"layer {layer.name!r} (Dot) has no Taylor rule with normalize=True "
-            "or axes other than the last"
+            f"layer {layer.name!r} (Dot) has a Taylor rule only for two "
+            "(batch, n) inputs along axis 1 without normalize"
         )
     return None
 
