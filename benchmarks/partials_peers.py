@@ -34,6 +34,9 @@ to the nested tape of the same group:
 - keras_deriv taylor / autodiff: `DerivativeModel(net, partials=...,
   variables="xy"|"xyz", method=...)` in a `keras.Model`, called with
   `training=False`;
+- keras_deriv full Hessian (second-order cases): `hessian="full"` on the
+  Taylor engine, the entries read off: the cost a named second-order
+  partial or operator replaces;
 - nested GradientTape: the minimal nested tapes a user writes for exactly
   these partials: one tape per order, the gradient of each needed lower
   partial sliced to the next variable, lower partials shared between terms
@@ -199,6 +202,20 @@ def keras_deriv_model(net, d, case, method):
         method=method,
     )
     return keras.Model(inputs, layer(inputs))
+
+
+def full_hessian_model(net, d):
+    """keras_deriv's full Hessian (Taylor engine): what a second-order
+    partial or operator replaces, timed next to it."""
+    inputs = keras.Input((d,))
+    _, _, hessian = DerivativeModel(net, hessian="full", method="taylor")(inputs)
+    return keras.Model(inputs, hessian)
+
+
+def from_hessian(hessian, terms):
+    """A second-order operator read off the full Hessian `(B, 1, d, d)`."""
+    values = {index: hessian[:, :, index[0], index[1]] for index, _ in terms}
+    return combine(values, terms)
 
 
 def point_sets(points, d):
@@ -388,6 +405,11 @@ def tf_contenders(tf, net, d, case, dde):
         fns[f"keras_deriv {method}"] = (lambda m: lambda x: m(x, training=False)[case])(
             model
         )
+    if all(len(index) == 2 for index, _ in terms):
+        hessian = full_hessian_model(net, d)
+        fns["keras_deriv full Hessian"] = lambda x: from_hessian(
+            hessian(x, training=False), terms
+        )
     fns["nested GradientTape"] = tape_contender(tf, net, terms)
     if dde is not None:
         fns["DeepXDE dde.grad"] = deepxde_contender(dde, net, terms)
@@ -567,6 +589,19 @@ def jax_contenders(net, d, case):
 
         run = jax.jit(call)
         fns[f"keras_deriv {method}"] = functools.partial(run, trainable, non_trainable)
+    if all(len(index) == 2 for index, _ in terms):
+        model = full_hessian_model(net, d)
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+
+        def read(tv, ntv, x, model=model):
+            hessian = model.stateless_call(tv, ntv, x, training=False)[0]
+            return from_hessian(hessian, terms)
+
+        run = jax.jit(read)
+        fns["keras_deriv full Hessian"] = functools.partial(
+            run, trainable, non_trainable
+        )
     peers = {
         "nested jax.jvp": jvp_contender(terms, d),
         "jax.hessian": hessian_contender(terms),
