@@ -90,6 +90,22 @@ def named(f, x, terms):
     children, so u_x, u_xx and u_xxt take three passes, and u_xy two (the
     Hessian row of u_x), where derivatives along interpolation directions
     take a nested pass per direction."""
+    tree, position = _tree(terms)
+    levels = backend.get().derivative_tree(f, x, tree)
+    outputs = []
+    for operator in terms:
+        total = None
+        for index, coefficient in operator.items():
+            term = levels[len(index)][position[index]]
+            term = term if coefficient == 1 else coefficient * term
+            total = term if total is None else total + term
+        outputs.append(total)
+    return [levels[0][0], *outputs]
+
+
+def _tree(terms):
+    """The backend's tree of the multi-indices in `terms` and their
+    prefixes, and each node's position in its level."""
     nodes = sorted(
         {index[:k] for op in terms for index in op for k in range(1, len(index) + 1)},
         key=lambda index: (len(index), index),
@@ -102,13 +118,11 @@ def named(f, x, terms):
         level = tree[len(index)]
         position[index] = len(level)
         level.append((position[index[:-1]], index[-1]))
-    levels = backend.get().derivative_tree(f, x, tree)
-    outputs = []
-    for operator in terms:
-        total = None
-        for index, coefficient in operator.items():
-            term = levels[len(index)][position[index]]
-            term = term if coefficient == 1 else coefficient * term
-            total = term if total is None else total + term
-        outputs.append(total)
-    return [levels[0][0], *outputs]
+    return tree, position
+
+
+def reverse_passes(terms):
+    """How many reverse passes (per output component) `named` takes: one
+    per node with children."""
+    tree, _ = _tree(terms)
+    return sum(len({p for p, _ in level}) for level in tree[1:])

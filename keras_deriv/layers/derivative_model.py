@@ -389,7 +389,7 @@ class DerivativeModel(keras.layers.Layer):
             directions=directions,
             model_name=self.model.name,
             named=0 if self.partials is None else self._plan.order,
-            reverse_tree=autodiff.has_tree(),
+            reverse_passes=self._reverse_passes(),
         )
         self._fingerprint = fingerprint(self.model)
         half = sorted(
@@ -497,6 +497,11 @@ class DerivativeModel(keras.layers.Layer):
             "lookup). Remove it from the wrapped model or move it after the "
             "DerivativeModel."
         ) from cause
+
+    def _reverse_passes(self):
+        if self.partials is None or not autodiff.has_tree():
+            return None
+        return autodiff.reverse_passes(self._plan.terms)
 
     def _check_random_masks(self, training):
         masks = checks.random_masks(self._graph, training)
