@@ -93,9 +93,7 @@ cycle through them), and the result is brought to host memory
 """
 
 import argparse
-import contextlib
 import functools
-import io
 import os
 import platform
 import statistics
@@ -109,6 +107,9 @@ import numpy as np  # noqa: E402
 
 import keras_deriv  # noqa: E402
 from keras_deriv import DerivativeModel  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from peers import load_deepxde  # noqa: E402  (the same peer set-up)
 
 NAMES = "xyz"
 CASES = ("u_xy", "u_xxyy", "laplacian", "biharmonic")
@@ -304,21 +305,6 @@ def cell(ms, base):
 
 
 # -- TensorFlow ---------------------------------------------------------------
-
-
-def load_deepxde():
-    """The `deepxde` module on its TensorFlow backend, or the reason why not."""
-    os.environ.setdefault("DDE_BACKEND", "tensorflow")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            with contextlib.redirect_stderr(io.StringIO()):
-                import deepxde
-    except Exception as err:  # noqa: BLE001 - any import failure skips the peer
-        return None, f"import deepxde failed: {type(err).__name__}: {err}"
-    name = deepxde.backend.backend_name
-    if name != "tensorflow":
-        return None, f"DeepXDE is on backend {name!r}, not 'tensorflow'"
-    return deepxde, None
 
 
 def tape_partials(tf, net, x, indices):
