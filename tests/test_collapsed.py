@@ -29,9 +29,11 @@ STENCILS = {
 }
 
 
-def network(d, seed=0):
-    """Dense tanh times Dense sigmoid, layer-normalised, concatenated with
-    the input itself, a softmax layer, a linear output."""
+def network(d, seed=0, normalize=True):
+    """Dense tanh times Dense sigmoid, layer-normalised (unless not
+    `normalize`: TensorFlow's and PyTorch's own higher derivatives of
+    LayerNormalization are wrong, so the autodiff engine refuses it),
+    concatenated with the input itself, a softmax layer, a linear output."""
     init = keras.initializers.GlorotUniform
 
     def dense(units, activation, i):
@@ -47,12 +49,13 @@ def network(d, seed=0):
     h = dense(6, "tanh", 0)(x)
     g = dense(6, "sigmoid", 1)(x)
     p = keras.layers.Multiply(dtype="float64")([h, g])
-    norm = keras.layers.LayerNormalization(
-        dtype="float64",
-        gamma_initializer=keras.initializers.RandomUniform(0.5, 1.5, seed + 20),
-        beta_initializer=keras.initializers.RandomUniform(-0.5, 0.5, seed + 21),
-    )(p)
-    c = keras.layers.Concatenate(dtype="float64")([norm, x])
+    if normalize:
+        p = keras.layers.LayerNormalization(
+            dtype="float64",
+            gamma_initializer=keras.initializers.RandomUniform(0.5, 1.5, seed + 20),
+            beta_initializer=keras.initializers.RandomUniform(-0.5, 0.5, seed + 21),
+        )(p)
+    c = keras.layers.Concatenate(dtype="float64")([p, x])
     s = dense(4, "softmax", 2)(c)
     return keras.Model(x, dense(2, None, 3)(s))
 
@@ -67,19 +70,23 @@ def numpy_network(model):
         layer.name for layer in model.layers if isinstance(layer, keras.layers.Dense)
     ]
     norm = next(
-        layer
-        for layer in model.layers
-        if isinstance(layer, keras.layers.LayerNormalization)
+        (
+            layer
+            for layer in model.layers
+            if isinstance(layer, keras.layers.LayerNormalization)
+        ),
+        None,
     )
 
     def forward(x):
         (k0, b0), (k1, b1), (k2, b2), (k3, b3) = (w[name] for name in dense)
         p = np.tanh(x @ k0 + b0) / (1 + np.exp(-(x @ k1 + b1)))
-        mean = p.mean(-1, keepdims=True)
-        var = ((p - mean) ** 2).mean(-1, keepdims=True)
-        gamma, beta = w[norm.name]
-        n = (p - mean) / np.sqrt(var + norm.epsilon) * gamma + beta
-        z = np.concatenate([n, x], -1) @ k2 + b2
+        if norm is not None:
+            mean = p.mean(-1, keepdims=True)
+            var = ((p - mean) ** 2).mean(-1, keepdims=True)
+            gamma, beta = w[norm.name]
+            p = (p - mean) / np.sqrt(var + norm.epsilon) * gamma + beta
+        z = np.concatenate([p, x], -1) @ k2 + b2
         e = np.exp(z - z.max(-1, keepdims=True))
         return (e / e.sum(-1, keepdims=True)) @ k3 + b3
 
@@ -145,17 +152,20 @@ def expected(f, x, partials, names, h4=0.01):
     return out
 
 
+@pytest.mark.parametrize("method", ["taylor", "autodiff"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_collapsed_partials_against_float64_differences(case):
+def test_partials_against_float64_differences(case, method):
     partials = CASES[case]
-    model = network(2)
+    model = network(2, normalize=method == "taylor")
     x = np.random.default_rng(1).uniform(-1, 1, size=(5, 2))
-    layer = DerivativeModel(model, partials=partials, variables="xy", method="taylor")
+    layer = DerivativeModel(model, partials=partials, variables="xy", method=method)
     out = layer(f64(x))
     plan, scheme = layer._plan, layer._plan.taylor
-    if plan.order == 2:  # one direction per variable, not per pair
+    if (
+        method == "taylor" and plan.order == 2
+    ):  # one direction per variable, not per pair
         assert len(scheme.directions) == 2 < len(plan.directions)
-    elif plan.order > 2:  # the case exercises the collapsed highest order
+    elif method == "taylor" and plan.order > 2:  # the collapsed highest order
         assert scheme.collapse is not None
         assert len(scheme.collapse) < len(plan.directions)
     refs = expected(numpy_network(model), x, partials, "xy")
@@ -164,7 +174,10 @@ def test_collapsed_partials_against_float64_differences(case):
         assert np.abs(ref).max() > 1e-2, name  # not a check of 0 == 0
         spec = partials[name]
         order = len(spec) if isinstance(spec, str) else max(map(len, spec))
-        assert_close(to_numpy(out[name]), ref, 1e-6, TOL32[order], name)
+        # the differences' own error: below 2e-8 to order three, ~4e-6
+        # (absolute) at order four
+        tol64 = 1e-5 if order == 4 else 1e-6
+        assert_close(to_numpy(out[name]), ref, tol64, TOL32[order], name)
 
 
 def test_collapsed_in_three_variables():
