@@ -174,11 +174,15 @@ def times(*factors):
     if any(f is None for f in factors):
         return None
     tensors = [f for f in factors if hasattr(f, "shape")]
+    number = math.prod(f for f in factors if not hasattr(f, "shape"))
     rank = max(len(t.shape) for t in tensors)
     like = next(t for t in tensors if len(t.shape) == rank)
-    out = 1.0
-    for f in factors:
-        out = out * (expand(f, like) if hasattr(f, "shape") else f)
+    # The smaller (value-shaped) factors and the number first: fewer
+    # operations on the large per-direction tensors, none on a 1.0.
+    tensors.sort(key=lambda t: len(t.shape))
+    out = tensors[0] if number == 1 else tensors[0] * number
+    for t in tensors[1:]:
+        out = expand(out, like) * t if len(out.shape) < len(t.shape) else out * t
     return out
 
 
