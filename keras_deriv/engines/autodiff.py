@@ -40,29 +40,6 @@ def derivatives(f, x, order, hessian, wrt, piecewise_linear=False):
     return levels
 
 
-def directional(f, x, directions, order):
-    """`[y, D¹, ..., Dᵒʳᵈᵉʳ]` of `f: (B, d) -> (B, m)` at `x` along the rows
-    of `directions` `(r, d)`: `y` `(B, m)`, each `Dᵏ` `(B, m, r)`.
-
-    Each direction v is a line through each point, s -> f(x + s v), and its
-    derivatives in s at 0 are the backend's nested derivatives of a
-    one-feature input: one copy of the batch per direction.
-    """
-    r, d = directions.shape
-    v = ops.convert_to_tensor(directions, x.dtype)
-    points = ops.reshape(ops.expand_dims(x, 1) + 0.0 * v, (-1, d))  # (B*r, d)
-    along = ops.reshape(ops.expand_dims(ops.zeros_like(x), 1) + v, (-1, d))
-
-    def line(s):
-        return f(points + s * along)
-
-    s = ops.zeros_like(points[:, :1])
-    y, *levels = backend.get().nested_derivatives(line, s, order, False, (0,))
-    m = y.shape[-1]
-    y = ops.reshape(y, (-1, r, m))[:, 0]
-    return [y] + [ops.transpose(ops.reshape(t, (-1, r, m)), (0, 2, 1)) for t in levels]
-
-
 def along(f, x, v):
     """`(y, dy)`, both `(B, m)`: `f` and its first derivative at each point
     `x[b]` along its own direction `v[b]`."""
@@ -75,21 +52,16 @@ def along(f, x, v):
     return y, dy[..., 0]
 
 
-def has_tree():
-    """Whether the backend nests reverse passes over a tree of partials."""
-    return hasattr(backend.get(), "derivative_tree")
-
-
 def named(f, x, terms):
     """`[y, *outputs]` of `f: (B, d) -> (B, m)` at `x`, one output per
     operator of `terms` (`{multi-index: coefficient}`, a multi-index a
     sorted tuple of feature indices): Σ coefficient · ∂^index f, `(B, m)`.
 
-    Nested reverse passes along the multi-indices, sharing prefixes: one
-    pass per output component of each node with children gives all of its
-    children, so u_x, u_xx and u_xxt take three passes, and u_xy two (the
-    Hessian row of u_x), where derivatives along interpolation directions
-    take a nested pass per direction."""
+    Nested passes along the multi-indices, sharing prefixes: on TensorFlow
+    and PyTorch one reverse pass per output component of each node with
+    children gives all of its children (u_x, u_xx and u_xxt take three
+    passes, u_xy two: the Hessian row of u_x); on JAX one forward pass per
+    node (jvp of its parent)."""
     tree, position = _tree(terms)
     levels = backend.get().derivative_tree(f, x, tree)
     outputs = []
@@ -121,8 +93,9 @@ def _tree(terms):
     return tree, position
 
 
-def reverse_passes(terms):
-    """How many reverse passes (per output component) `named` takes: one
-    per node with children."""
+def passes(terms):
+    """What `named` costs for `terms`, in the backend's unit: nested
+    reverse passes (one per node with children) on TensorFlow and PyTorch,
+    nested forward passes (one per node) on JAX."""
     tree, _ = _tree(terms)
-    return sum(len({p for p, _ in level}) for level in tree[1:])
+    return backend.get().tree_passes(tree)

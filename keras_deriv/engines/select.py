@@ -10,18 +10,18 @@ The choices come from `benchmarks/peers.py` and `benchmarks/overhead.py`
 | Laplacian | Taylor | the forward Laplacian beats nested autodiff on every backend |
 | full Hessian, d' <= 4 | Taylor | d'(d'+1)/2 coefficients: faster to 4 |
 | full Hessian, d' > 4 | autodiff | 2x faster at d' = 10 |
-| named partials in <= order + 2 reverse passes, TF and torch | autodiff | [1] |
+| named partials in <= order + 2 nested passes | autodiff | [1] |
 | other named partials, operators | Taylor | [1] |
 | proven piecewise-linear net | autodiff | d2y is known zero: one pass |
 | pure partials of other nets | Taylor | faster than nested autodiff |
 
 [1] `benchmarks/partials_peers.py` and `benchmarks/partials_engines.py`
-(tanh nets, 1000 points, tf.function): autodiff's reverse passes shared
-over the multi-indices' prefixes take 0.40-0.69x the Taylor engine's time
-for u_xy (2 passes), u_xxyy (4) and the Laplacian in 2-D and 3-D (3, 4);
-the Taylor engine 0.53x autodiff's for the biharmonic (8 passes in 2-D,
-13 in 3-D). On JAX autodiff nests forward passes instead: Taylor is
-1.2x faster there.
+(tanh nets, 1000 points): on TensorFlow (tf.function) autodiff's reverse
+passes, shared over the multi-indices' prefixes, take 0.40-0.69x the Taylor
+engine's time for u_xy (2 passes), u_xxyy (4) and the Laplacian in 2-D and
+3-D (3, 4); the Taylor engine 0.53x autodiff's for the biharmonic (8
+passes in 2-D, 13 in 3-D). On JAX autodiff nests one forward pass per
+partial (u_xy 2, u_xxyy 4, the 3-D Laplacian 6, the biharmonic 10).
 """
 
 TAYLOR, AUTODIFF = "taylor", "autodiff"
@@ -39,13 +39,12 @@ def choose_engine(
     directions,
     model_name,
     named=0,
-    reverse_passes=None,
+    autodiff_passes=None,
 ):
     """The engine for `method`, or a clear error when the requested engine
     cannot compute correct derivatives for this model. `named`: the highest
-    order of named partials (0: none); `reverse_passes`: how many reverse
-    passes the backend's autodiff takes for them, where it shares passes
-    over their prefixes (None elsewhere)."""
+    order of named partials (0: none); `autodiff_passes`: how many nested
+    passes the backend's autodiff takes for them."""
     if method == AUTODIFF:
         if defect is not None:
             raise defect_error(model_name, defect, 'Use method="taylor" or "auto".')
@@ -64,7 +63,7 @@ def choose_engine(
     if method == TAYLOR or defect is not None:
         return TAYLOR
     if named:
-        cheap = reverse_passes is not None and reverse_passes <= named + 2
+        cheap = autodiff_passes is not None and autodiff_passes <= named + 2
         return AUTODIFF if cheap else TAYLOR
     if order >= 2 and hessian == "laplacian":
         return TAYLOR

@@ -389,7 +389,7 @@ class DerivativeModel(keras.layers.Layer):
             directions=directions,
             model_name=self.model.name,
             named=0 if self.partials is None else self._plan.order,
-            reverse_passes=self._reverse_passes(),
+            autodiff_passes=self._autodiff_passes(),
         )
         self._fingerprint = fingerprint(self.model)
         half = sorted(
@@ -498,10 +498,10 @@ class DerivativeModel(keras.layers.Layer):
             "DerivativeModel."
         ) from cause
 
-    def _reverse_passes(self):
-        if self.partials is None or not autodiff.has_tree():
+    def _autodiff_passes(self):
+        if self.partials is None:
             return None
-        return autodiff.reverse_passes(self._plan.terms)
+        return autodiff.passes(self._plan.terms)
 
     def _check_random_masks(self, training):
         masks = checks.random_masks(self._graph, training)
@@ -733,11 +733,8 @@ class DerivativeModel(keras.layers.Layer):
 
         piecewise = self._verdict == curvature.PIECEWISE_LINEAR
         try:
-            if plan is not None and autodiff.has_tree():
-                return autodiff.named(f, x, plan.terms)
             if plan is not None:
-                levels = autodiff.directional(f, x, plan.directions, order)
-                return [levels[0], *plan.combine(levels)]
+                return autodiff.named(f, x, plan.terms)
             return autodiff.derivatives(
                 f, x, order, hessian, wrt, piecewise_linear=piecewise
             )
