@@ -199,7 +199,9 @@ def derivatives(
                 ("wrt", wrt, None),
                 ("smoothing", smoothing, None),
             )
-            if value != default
+            if not (
+                value is default or (type(value) is type(default) and value == default)
+            )
         ]
         if given:
             raise ValueError(

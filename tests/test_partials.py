@@ -477,6 +477,10 @@ def test_derivatives_with_partials_in_chunks_against_the_closed_form():
     [
         ({"partials": {"a": "x"}, "variables": "xy", "order": 3}, "drop order="),
         ({"partials": {"a": "x"}, "variables": "xy", "wrt": [0]}, "drop wrt="),
+        (
+            {"partials": {"a": "x"}, "variables": "xy", "wrt": np.array([0, 1])},
+            "drop wrt=",
+        ),
         ({"variables": "xy"}, "without partials=, select features with wrt="),
     ],
 )
@@ -578,3 +582,30 @@ def test_a_nested_multi_input_model_called_on_a_dict():
     z = np.concatenate([xa, xt], 1).astype("float64") @ wt + ct
     ref = (tanh_derivative(z, 4) * wt[0] ** 3 * wt[2]) @ wo
     assert_close(to_numpy(out["u"]), ref, 1e-4, 1e-4)
+
+
+def test_auto_weighs_the_engines_by_their_passes():
+    """auto: autodiff where its nested passes (per output component on the
+    reverse-mode backends) number at most order + 2, else Taylor; a backend
+    defect overrides it."""
+    keras_backend = keras.backend.backend()
+
+    def engine(net, partials, **kwargs):
+        layer = DerivativeModel(net, partials=partials, variables="xy", **kwargs)
+        layer.build((None, 2))
+        return layer.engine
+
+    net = mlp(2, (8,), 1, activation="tanh")
+    assert engine(net, {"u": "xy"}) == "autodiff"  # 2 passes
+    assert engine(net, {"u": "xxyy"}) == "autodiff"  # 4 passes
+    bih = {"b": {"xxxx": 1, "xxyy": 2, "yyyy": 1}}
+    assert engine(net, bih) == "taylor"  # 8 reverse or 10 forward passes
+    wide = mlp(2, (8,), 64, activation="tanh")  # 64 output components
+    expected = "autodiff" if keras_backend == "jax" else "taylor"
+    assert engine(wide, {"u": "xy"}) == expected
+    normed = keras.Sequential(
+        [keras.Input((2,)), keras.layers.Dense(8, activation="tanh")]
+        + [keras.layers.LayerNormalization(), keras.layers.Dense(1)]
+    )
+    if keras_backend == "tensorflow":  # its LayerNormalization defect
+        assert engine(normed, {"u": "xy"}) == "taylor"

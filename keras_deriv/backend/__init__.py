@@ -16,7 +16,8 @@ active Keras backend. Every module here offers the same functions:
   order, in `tree`'s order. Nested reverse passes on TensorFlow and
   PyTorch (one per output component of each parent gives all its
   children), nested forward passes on JAX (one per node).
-- `tree_passes(tree)`: the number of those passes, the cost `auto` weighs.
+- `tree_passes(tree, components)`: the number of those passes for an
+  output of `components` entries, the cost `auto` weighs.
 - `depends_on_input(f, x)`: whether `f(x)` is differentiably connected to `x`.
 - `run_eagerly(fn)`: `fn()` on concrete values, even inside a traced
   (compiled) function.

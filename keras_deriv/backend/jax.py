@@ -99,6 +99,7 @@ def _along_feature(g, direction, shape):
     return lambda z: jax.jvp(g, (z,), (tangent,))[1]
 
 
-def tree_passes(tree):
-    """Forward passes of `derivative_tree`: one per node."""
+def tree_passes(tree, components):
+    """Forward passes of `derivative_tree`: one per node, whatever the
+    number of output components."""
     return sum(len(level) for level in tree[1:])

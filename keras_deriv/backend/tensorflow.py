@@ -122,10 +122,10 @@ def _tree_levels(f, x, tree, depth):
         tape.watch(x)
         lower = _tree_levels(f, x, tree, depth - 1)
         parents = sorted({p for p, _ in tree[depth]})
+        m = lower[-1][0].shape[-1]
+        looped = tf.executing_eagerly() or m <= _MAX_LOOPED_COMPONENTS
         sums = {
-            p: [
-                tf.reduce_sum(lower[-1][p][:, j]) for j in range(lower[-1][p].shape[-1])
-            ]
+            p: [tf.reduce_sum(lower[-1][p][:, j]) for j in range(m)] if looped else None
             for p in parents
         }
     jacobians = {}
@@ -146,6 +146,7 @@ def derivative_tree(f, x, tree):
     return _tree_levels(f, x, tree, len(tree) - 1)
 
 
-def tree_passes(tree):
-    """Reverse passes of `derivative_tree`: one per node with children."""
-    return sum(len({p for p, _ in level}) for level in tree[1:])
+def tree_passes(tree, components):
+    """Reverse passes of `derivative_tree`: one per output component of
+    each node with children."""
+    return components * sum(len({p for p, _ in level}) for level in tree[1:])

@@ -158,6 +158,7 @@ def derivative_tree(f, x, tree):
     return levels
 
 
-def tree_passes(tree):
-    """Reverse passes of `derivative_tree`: one per node with children."""
-    return sum(len({p for p, _ in level}) for level in tree[1:])
+def tree_passes(tree, components):
+    """Reverse passes of `derivative_tree`: one per output component of
+    each node with children."""
+    return components * sum(len({p for p, _ in level}) for level in tree[1:])

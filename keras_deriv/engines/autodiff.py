@@ -93,9 +93,10 @@ def _tree(terms):
     return tree, position
 
 
-def passes(terms):
-    """What `named` costs for `terms`, in the backend's unit: nested
-    reverse passes (one per node with children) on TensorFlow and PyTorch,
-    nested forward passes (one per node) on JAX."""
+def passes(terms, components):
+    """What `named` costs for `terms` and an output of `components`
+    entries, in the backend's unit: nested reverse passes (one per output
+    component of each node with children) on TensorFlow and PyTorch, nested
+    forward passes (one per node) on JAX."""
     tree, _ = _tree(terms)
-    return backend.get().tree_passes(tree)
+    return backend.get().tree_passes(tree, components)

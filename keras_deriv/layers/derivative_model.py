@@ -501,7 +501,9 @@ class DerivativeModel(keras.layers.Layer):
     def _autodiff_passes(self):
         if self.partials is None:
             return None
-        return autodiff.passes(self._plan.terms)
+        shape, _ = self._inner_output(self._input_shape, "float32")
+        components = math.prod(s for s in shape[1:] if s is not None)
+        return autodiff.passes(self._plan.terms, components)
 
     def _check_random_masks(self, training):
         masks = checks.random_masks(self._graph, training)
@@ -521,8 +523,8 @@ class DerivativeModel(keras.layers.Layer):
             return "taylor"  # one mask per point for every coefficient
         if self.method == "autodiff":
             engine = (
-                'method="autodiff" differentiates copies of each point, each '
-                "with its own draw"
+                'method="autodiff" may evaluate each point more than once, '
+                "each time with its own draw"
             )
         elif "could not be read" in why:
             engine = "keras_deriv cannot tell whether it is active"
