@@ -95,7 +95,6 @@ cycle through them), and the result is brought to host memory
 import argparse
 import functools
 import os
-import platform
 import statistics
 import sys
 import time
@@ -109,7 +108,7 @@ import keras_deriv  # noqa: E402
 from keras_deriv import DerivativeModel  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import load_deepxde  # noqa: E402  (the same peer set-up)
+from peers import cpu_name, load_deepxde  # noqa: E402  (the same set-up)
 
 NAMES = "xyz"
 CASES = ("u_xy", "u_xxyy", "laplacian", "biharmonic")
@@ -640,17 +639,6 @@ def run_jax(args):
 
 def _version(module):
     return getattr(module, "__version__", "not loaded")
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def header(args, versions):
