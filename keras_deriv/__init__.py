@@ -17,6 +17,7 @@ from keras_deriv.errors import (
     ZeroCurvatureError,
     ZeroCurvatureWarning,
 )
+from keras_deriv.estimators import Hutchinson, laplacian
 from keras_deriv.evaluation import derivatives
 from keras_deriv.layers.derivative_model import DerivativeModel
 from keras_deriv.probes import slice_points
@@ -25,6 +26,7 @@ from keras_deriv.training_points import point_sets
 __all__ = [
     "DerivativeLogger",
     "DerivativeModel",
+    "Hutchinson",
     "NotDifferentiableError",
     "PrecisionWarning",
     "SharedLayerError",
@@ -35,6 +37,7 @@ __all__ = [
     "derivatives",
     "find_zero_curvature_activations",
     "has_identically_zero_curvature",
+    "laplacian",
     "load_curves",
     "point_sets",
     "slice_points",

@@ -100,3 +100,31 @@ def passes(terms, components):
     forward passes (one per node) on JAX."""
     tree, _ = _tree(terms)
     return backend.get().tree_passes(tree, components)
+
+
+def along_directions(f, x, directions):
+    """`(y, first, second)` of `f: (B, d) -> (B, m)` at `x` along each of the
+    directions `(r, d)` (a tensor, the same for every point): `y` `(B, m)`,
+    the first and second directional derivatives `(B, m, r)`. Each point is
+    copied r times, one nested pass along its direction each."""
+    r, d = directions.shape
+    copies = ops.reshape(ops.repeat(ops.expand_dims(x, 1), r, axis=1), (-1, d))
+    lines = ops.reshape(
+        ops.broadcast_to(ops.expand_dims(directions, 0), (ops.shape(x)[0], r, d)),
+        (-1, d),
+    )
+
+    def line(s):
+        return f(copies + s * lines)
+
+    s = ops.zeros_like(copies[:, :1])
+    y, first, second = backend.get().nested_derivatives(line, s, 2, False, (0,))
+
+    def per_point(t):  # (B r, m, 1) -> (B, m, r)
+        return ops.transpose(ops.reshape(t, (-1, r, t.shape[1])), (0, 2, 1))
+
+    return (
+        ops.reshape(y, (-1, r, y.shape[-1]))[:, 0],
+        per_point(first),
+        per_point(second),
+    )

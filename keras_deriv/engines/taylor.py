@@ -96,6 +96,7 @@ def derivatives(
     directions=None,
     collapse=None,
     slots=None,
+    support=None,
 ):
     """`[y, dy, d2y, ...]` as the autodiff engine returns them: `y` `(B, m)`,
     derivatives `(B, m, d')`, the Laplacian `(B, m)`, the full Hessian
@@ -108,6 +109,10 @@ def derivatives(
     order two, `collapse` may be `(q, r, r)`: symmetric matrices C, the
     second order as Σ_ij C_ij ∂_i∂_j along the directions.
 
+    `directions` may be a tensor (drawn at run time, e.g. random); then
+    `support` (a boolean array over the features) says which features they
+    may move, and `collapse` is `(q, r)`.
+
     A model with several inputs takes `x` flat, every input's features side
     by side; `slots` (each with `offset`, `size` and `shape`) says where
     each input sits. An input no direction moves is held fixed."""
@@ -116,7 +121,12 @@ def derivatives(
         directions = np.eye(d)[list(wrt)]
     else:
         hessian = "diagonal"
-    directions = np.asarray(directions, dtype="float64")
+    drawn = not isinstance(directions, (np.ndarray, list, tuple))
+    if drawn:  # a tensor: directions drawn at run time (random ones)
+        support = np.ones(d, dtype=bool) if support is None else support
+    else:
+        directions = np.asarray(directions, dtype="float64")
+        support = directions.any(axis=0)
     if collapse is not None and order == 1:
         # The first derivative is linear in the direction: differentiate
         # along the weighted sums themselves.
@@ -130,6 +140,9 @@ def derivatives(
         scale = np.asarray(collapse).reshape(len(collapse), -1)[:, 0]
         collapse = None
     if collapse is not None:
+        collapse = np.asarray(collapse, dtype="float64")
+        if drawn and collapse.shape == (1, n) and (collapse == 1).all():
+            collapse = None  # a plain sum, as the forward Laplacian's: (B, m)
         mode = jets.Mode("collapsed", n, top=order, weights=collapse)
     else:
         kind = {"laplacian": "laplacian", "full": "hessian"}.get(hessian, "directions")
@@ -138,11 +151,16 @@ def derivatives(
     # one, which broadcasts, until a point-dependent factor multiplies it
     # (the first layer's matmul then costs n rows, not B * n). With one
     # direction there is no direction axis at all (fewer ops).
-    rows = directions if n == 1 else directions[None]
-    if slots is None:
-        jet = [x, ops.convert_to_tensor(rows, x.dtype)] + [None] * (order - 1)
+    if drawn:
+        rows = ops.cast(directions, x.dtype)
+        rows = rows if n == 1 else ops.expand_dims(rows, 0)
     else:
-        jet = [_input_jet(x, rows, slot, order) for slot in slots]
+        rows = directions if n == 1 else directions[None]
+        rows = ops.convert_to_tensor(rows, x.dtype)
+    if slots is None:
+        jet = [x, rows] + [None] * (order - 1)
+    else:
+        jet = [_input_jet(x, rows, slot, order, support) for slot in slots]
     out = _propagate(graph, jet, mode, training)
     value = out[0]
     m = math.prod(value.shape[1:])
@@ -161,15 +179,16 @@ def derivatives(
     return levels, tuple(value.shape[1:])
 
 
-def _input_jet(x, rows, slot, order):
+def _input_jet(x, rows, slot, order, support):
     """The jet of one input of a model with several: its value and
-    directions (x is linear in each), in its own shape."""
+    directions (x is linear in each), in its own shape. `support`: the
+    features some direction moves."""
     end = slot.offset + slot.size
     value = ops.reshape(x[:, slot.offset : end], (-1, *slot.shape))
-    part = rows[..., slot.offset : end]
-    if not part.any():  # held fixed
+    if not support[slot.offset : end].any():  # held fixed
         return [value] + [None] * order
-    c1 = ops.convert_to_tensor(part.reshape(*part.shape[:-1], *slot.shape), x.dtype)
+    part = rows[..., slot.offset : end]
+    c1 = ops.reshape(part, (*part.shape[:-1], *slot.shape))
     return [value, c1] + [None] * (order - 1)
 
 

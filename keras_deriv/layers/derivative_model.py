@@ -7,12 +7,21 @@ import warnings
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_deriv import backend
 from keras_deriv.analysis import checks, curvature
-from keras_deriv.engines import autodiff, interpolation, select, smoothing, taylor
+from keras_deriv.engines import (
+    autodiff,
+    interpolation,
+    random_directions,
+    select,
+    smoothing,
+    taylor,
+)
 from keras_deriv.errors import NotDifferentiableError, PrecisionWarning
+from keras_deriv.estimators import check_estimator
 from keras_deriv.graph.walk import fingerprint, walk
 from keras_deriv.layers.input_layout import InputLayout
 from keras_deriv.layers.network_saving import network_entries, pop_network
@@ -129,6 +138,12 @@ class DerivativeModel(keras.layers.Layer):
             a string of one-letter names in feature order (`"xt"`) or a list
             of names; features without a name are held fixed. Defaults to
             `None` (refer to features by index).
+        estimator: `None` for exact operators, or `keras_deriv.Hutchinson(k)`
+            to estimate every operator of `partials` (of order at most two:
+            the Laplacian, `Σ a_ij ∂_i∂_j + Σ b_i ∂_i`) from k random
+            directions drawn at each call: unbiased, its variance falling as
+            1/k, its cost independent of the number of input features. For
+            PDEs in hundreds or thousands of dimensions. Defaults to `None`.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -173,6 +188,7 @@ class DerivativeModel(keras.layers.Layer):
         smoothing: float | None = None,
         partials: dict | None = None,
         variables: str | list[str] | None = None,
+        estimator: Any = None,
         **kwargs: Any,
     ):
         backend.get()  # fail at construction on a backend without autodiff
@@ -195,6 +211,16 @@ class DerivativeModel(keras.layers.Layer):
             self._layout = InputLayout(model, variables)
         self.partials = None
         self.partial_variables = variables  # Keras's Layer.variables is taken
+        self.estimator = check_estimator(estimator)
+        if self.estimator is not None:
+            if partials is None:
+                raise ValueError(
+                    "`estimator` estimates the operators named in `partials`; "
+                    'pass them, e.g. partials={"lap": keras_deriv.laplacian(d)}.'
+                )
+            # Its state is a variable of this layer: saved with the model,
+            # and threaded through JAX's stateless training steps.
+            self.seed_generator = keras.random.SeedGenerator(self.estimator.seed)
         if partials is not None:
             self._set_partials(partials, variables, order, hessian, wrt, smoothing)
         else:
@@ -344,7 +370,12 @@ class DerivativeModel(keras.layers.Layer):
             self._named = check_partials(
                 self.partials, variables, width, _allowed(variables)
             )
-            self._plan = interpolation.Plan(self._named.terms, width)
+            if self.estimator is not None:
+                self._plan = random_directions.RandomPlan(
+                    self._named.terms, width, self.estimator, self._named.names
+                )
+            else:
+                self._plan = interpolation.Plan(self._named.terms, width)
         if not self.model.built:
             self.model.build(input_shape)
         self._input_shape = input_shape
@@ -377,7 +408,10 @@ class DerivativeModel(keras.layers.Layer):
         self._defect = checks.autodiff_defect(graph, self.order)
         self._graph = graph
         directions = len(self._features())
-        if self.partials is not None:
+        estimated = self.estimator is not None
+        if estimated:
+            directions = self._plan.count
+        elif self.partials is not None:
             directions = len(self._plan.directions)
         self._engine = select.choose_engine(
             self.method,
@@ -388,8 +422,8 @@ class DerivativeModel(keras.layers.Layer):
             hessian=self.hessian,
             directions=directions,
             model_name=self.model.name,
-            named=0 if self.partials is None else self._plan.order,
-            autodiff_passes=self._autodiff_passes(),
+            named=0 if self.partials is None or estimated else self._plan.order,
+            autodiff_passes=None if estimated else self._autodiff_passes(),
         )
         self._fingerprint = fingerprint(self.model)
         half = sorted(
@@ -687,10 +721,68 @@ class DerivativeModel(keras.layers.Layer):
 
     def _named_partials(self, x, training, engine, dtype):
         """`{"y": y, name: partial or operator}`, each of y's shape."""
-        values = self._levels(
-            x, self._plan.order, "diagonal", None, training, engine, self._plan
-        )
+        if self.estimator is not None:
+            values = self._estimate(x, training, engine)
+        else:
+            values = self._levels(
+                x, self._plan.order, "diagonal", None, training, engine, self._plan
+            )
         return dict(zip(self.output_keys, self._unflatten(values, dtype), strict=True))
+
+    def _draw(self, shape, dtype):
+        """Random ε `shape` with E[ε εᵀ] = I per row, from this layer's seed
+        generator (or the fixed seed, for `resample=False`)."""
+        seed = self.seed_generator
+        if not self.estimator.resample:
+            seed = self.estimator.seed
+        if self.estimator.distribution == "gaussian":
+            return keras.random.normal(shape, dtype=dtype, seed=seed)
+        bits = keras.random.randint(shape, 0, 2, seed=seed)
+        return 2.0 * ops.cast(bits, dtype) - 1.0
+
+    def _estimate(self, x, training, engine):
+        """`[y, *outputs]` of an estimated plan, each `(B, m)`."""
+        plan, dtype = self._plan, x.dtype
+        directions = plan.directions(lambda shape: self._draw(shape, dtype), dtype)
+        weights = plan.weights
+        if engine == "taylor":
+            try:
+                levels, shape = taylor.derivatives(
+                    self._graph,
+                    x,
+                    plan.order,
+                    "diagonal",
+                    None,
+                    training,
+                    directions,
+                    weights,
+                    None if self._layout is None else self._layout.slots,
+                    plan.support,
+                )
+                self._check_output_shape(shape)
+                second = levels[2] if plan.order == 2 else None
+                if second is not None and len(second.shape) == 2:
+                    second = ops.expand_dims(second, -1)  # one plain sum
+                return [levels[0], *plan.combine(levels[1], second)]
+            except taylor.Unsupported as why:
+                if self.method == "taylor":
+                    raise select.taylor_error(self.model.name, why) from None
+
+        def f(z):
+            y = self._output_of(z, training=training)
+            self._check_output_shape(y.shape[1:])
+            return ops.reshape(ops.cast(y, dtype), (-1, math.prod(self._out_shape)))
+
+        try:
+            y, first, second = autodiff.along_directions(f, x, directions)
+        except NotDifferentiableError as err:
+            self._raise_not_connected(x, cause=err)
+        if plan.order == 2:
+            w = ops.convert_to_tensor(weights, dtype)
+            second = ops.einsum("bmr,qr->bmq", second, w)
+        else:
+            second = None
+        return [y, *plan.combine(first, second)]
 
     def _levels(self, x, order, hessian, wrt, training, engine, plan=None):
         """`[y, dy, ...]` at `x` by `engine`, flattened to `(B, m, ...)`;
@@ -753,6 +845,23 @@ class DerivativeModel(keras.layers.Layer):
 
     # -- saving -------------------------------------------------------------
 
+    # Keras saves no seed generator's state (a Dropout's is not): the
+    # estimator's is saved here, so a resumed run continues its draws.
+    _SEED_STATE = "estimator_seed_state"
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if self.estimator is not None:
+            store[self._SEED_STATE] = self.seed_generator.state
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        if self._SEED_STATE in keys:
+            if self.estimator is not None:
+                self.seed_generator.state.assign(np.asarray(store[self._SEED_STATE]))
+            store = {k: store[k] for k in keys if k != self._SEED_STATE}
+        super().load_own_variables(store)
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
@@ -765,6 +874,9 @@ class DerivativeModel(keras.layers.Layer):
                 "smoothing": self.smoothing,
                 "partials": _json_partials(self.partials),
                 "variables": self.partial_variables,
+                "estimator": None
+                if self.estimator is None
+                else self.estimator.get_config(),
             }
         )
         return config
