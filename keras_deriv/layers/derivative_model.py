@@ -12,6 +12,7 @@ from keras import ops
 
 from keras_deriv import backend
 from keras_deriv.analysis import checks, curvature
+from keras_deriv.backend.precision import PRECISIONS, matmul_precision
 from keras_deriv.engines import (
     autodiff,
     interpolation,
@@ -26,6 +27,7 @@ from keras_deriv.graph.walk import fingerprint, walk
 from keras_deriv.layers.input_layout import InputLayout
 from keras_deriv.layers.network_saving import network_entries, pop_network
 from keras_deriv.options import (
+    check_choice,
     check_hessian,
     check_method,
     check_order,
@@ -144,6 +146,15 @@ class DerivativeModel(keras.layers.Layer):
             directions drawn at each call: unbiased, its variance falling as
             1/k, its cost independent of the number of input features. For
             PDEs in hundreds or thousands of dimensions. Defaults to `None`.
+        precision: `"default"` (float32 matmuls as the framework is set) or
+            `"highest"`: full float32 matmuls for this layer's computation
+            on GPUs, where TF32 matmuls (JAX's default) cost second
+            derivatives about three digits. On JAX it holds for the whole
+            compiled step, gradients included; on PyTorch for the forward
+            computation; TensorFlow has only a process-wide switch, so there
+            it is an error while TF32 is on and a GPU is visible (the message
+            says how to turn it off). No effect on CPUs. Defaults to
+            `"default"`.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -189,6 +200,7 @@ class DerivativeModel(keras.layers.Layer):
         partials: dict | None = None,
         variables: str | list[str] | None = None,
         estimator: Any = None,
+        precision: str = "default",
         **kwargs: Any,
     ):
         backend.get()  # fail at construction on a backend without autodiff
@@ -212,6 +224,7 @@ class DerivativeModel(keras.layers.Layer):
         self.partials = None
         self.partial_variables = variables  # Keras's Layer.variables is taken
         self.estimator = check_estimator(estimator)
+        self.precision = check_choice("precision", precision, PRECISIONS)
         if self.estimator is not None:
             if partials is None:
                 raise ValueError(
@@ -626,6 +639,10 @@ class DerivativeModel(keras.layers.Layer):
             )
 
     def call(self, inputs: Tensor, training: bool | None = None) -> list[Tensor]:
+        with matmul_precision(keras.backend.backend(), self.precision):
+            return self._derivatives(inputs, training)
+
+    def _derivatives(self, inputs, training):
         input_dtype = self._input_dtype(inputs)
         if fingerprint(self.model) != self._fingerprint:
             self._analyse()  # the model was edited in place since
@@ -877,6 +894,7 @@ class DerivativeModel(keras.layers.Layer):
                 "estimator": None
                 if self.estimator is None
                 else self.estimator.get_config(),
+                "precision": self.precision,
             }
         )
         return config
