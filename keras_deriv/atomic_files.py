@@ -2,6 +2,7 @@
 file beside the target, then rename it over the target (atomic on POSIX and
 Windows). A killed process leaves the previous version intact."""
 
+import contextlib
 import os
 import tempfile
 
@@ -19,10 +20,14 @@ def _umask():
     return 0o022
 
 
-def write_atomically(path, write):
-    """Call `write(tmp_path)` to produce the file, then move it to `path`.
-    The file gets the permissions a plain `open()` would give it (mkstemp
-    makes it private to the user)."""
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary path beside `path` to write the file at. When the block
+    ends without an exception, the file is synced to disk and renamed to
+    `path`; otherwise it is removed. Several files written side by side:
+    one `atomic_path` each, in a `contextlib.ExitStack`. The file gets the
+    permissions a plain `open()` would give it (mkstemp makes it private to
+    the user)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     suffix = os.path.splitext(path)[1]
@@ -30,7 +35,7 @@ def write_atomically(path, write):
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())
     try:
-        write(tmp)
+        yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)  # on disk before it takes the name: a power loss
@@ -41,3 +46,9 @@ def write_atomically(path, write):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_atomically(path, write):
+    """Call `write(tmp_path)` to produce the file, then move it to `path`."""
+    with atomic_path(path) as tmp:
+        write(tmp)

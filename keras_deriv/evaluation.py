@@ -1,11 +1,15 @@
 """`derivatives()`: NumPy in, NumPy out, evaluated in fixed-size chunks."""
 
 import collections
+import math
+import os
+from collections.abc import Iterable, Iterator
 
 import keras
 import numpy as np
 import numpy.typing as npt
 
+from keras_deriv import streaming
 from keras_deriv.engines import smoothing
 from keras_deriv.graph.walk import fingerprint, walk
 from keras_deriv.layers.derivative_model import DerivativeModel
@@ -29,6 +33,8 @@ SMOOTHED_ROWS = 2**16
 _CACHE_SIZE = 8
 _EVALUATORS = collections.OrderedDict()
 
+Results = tuple[np.ndarray, ...] | dict[str, np.ndarray]
+
 
 class Evaluator:
     """One compiled function computing the derivatives of `model` at float
@@ -40,7 +46,10 @@ class Evaluator:
         self.layer = DerivativeModel(model, **options)
         self.model = model
         self.fingerprint = fingerprint(model)
-        self._function = keras.Model(inputs, self.layer(inputs))
+        outputs = self.layer(inputs)
+        self.named = isinstance(outputs, dict)  # named partials
+        self.keys = tuple(self.layer.output_keys)  # the outputs, in order
+        self._function = keras.Model(inputs, outputs)
         self.default_batch_size = DEFAULT_BATCH_SIZE
         if self.layer.smoothing is not None:
             wrt = self.layer.wrt if self.layer.wrt is not None else range(d)
@@ -53,28 +62,47 @@ class Evaluator:
         graph = graph if graph is not None else walk(self.model, read_config=False)
         return graph.fingerprint() == self.fingerprint
 
-    def __call__(self, x, batch_size=None):
+    def chunks(self, x, batch_size):
+        """Yield `(start, stop, values)` for each chunk of `batch_size`
+        points of `x`: the outputs at `x[start:stop]`, a list in `keys`
+        order. The last chunk is padded: one shape, one compiled function."""
         n = len(x)
-        if batch_size is None:
-            batch_size = min(n, self.default_batch_size)
-        batch_size = check_batch_size(batch_size)
-        outputs, keys = None, None
         for start in range(0, n, batch_size):
             chunk = x[start : start + batch_size]
-            if len(chunk) < batch_size:  # pad: one shape, one compiled function
+            stop = start + len(chunk)
+            if len(chunk) < batch_size:
                 chunk = np.concatenate(
                     [chunk, np.repeat(chunk[-1:], batch_size - len(chunk), 0)]
                 )
             values = self._function.predict_on_batch(chunk)
-            if isinstance(values, dict):  # named partials
-                keys = list(self.layer.output_keys)  # in the layer's order
-                values = [values[k] for k in keys]
+            if self.named:
+                values = [values[k] for k in self.keys]
+            yield start, stop, [value[: stop - start] for value in values]
+
+    def evaluate(self, x, batch_size, progress=None):
+        """The outputs at all points of `x`, a list in `keys` order;
+        `progress` (a `keras.utils.Progbar`) counts the points done."""
+        outputs = None
+        for start, stop, values in self.chunks(x, batch_size):
             if outputs is None:  # preallocate: memory is the outputs, once
-                outputs = [np.empty((n, *v.shape[1:]), v.dtype) for v in values]
-            stop = min(start + batch_size, n)
+                outputs = [np.empty((len(x), *v.shape[1:]), v.dtype) for v in values]
             for out, value in zip(outputs, values, strict=True):
-                out[start:stop] = value[: stop - start]
-        return dict(zip(keys, outputs, strict=True)) if keys else tuple(outputs)
+                out[start:stop] = value
+            if progress is not None:
+                progress.update(stop)
+        return outputs
+
+    def pack(self, values):
+        """`values` (in `keys` order) as `derivatives()` returns them."""
+        if self.named:
+            return dict(zip(self.keys, values, strict=True))
+        return tuple(values)
+
+    def __call__(self, x, batch_size=None):
+        if batch_size is None:
+            batch_size = min(len(x), self.default_batch_size)
+        batch_size = check_batch_size(batch_size)
+        return self.pack(self.evaluate(x, batch_size))
 
 
 def _cached_evaluator(model, d, dtype, options, graph=None):
@@ -112,7 +140,7 @@ def as_float_array(x, who="derivatives()"):
 
 def derivatives(
     model: keras.layers.Layer,
-    x: npt.ArrayLike,
+    x: npt.ArrayLike | Iterable,
     order: int = 2,
     hessian: str = "diagonal",
     wrt: list[int] | None = None,
@@ -121,7 +149,10 @@ def derivatives(
     smoothing: float | None = None,
     partials: dict | None = None,
     variables: str | list | None = None,
-) -> tuple[np.ndarray, ...] | dict[str, np.ndarray]:
+    *,
+    out: str | os.PathLike | None = None,
+    verbose: str | int = "auto",
+) -> Results | Iterator[Results]:
     """Input derivatives of a Keras model at the points `x`, as NumPy arrays.
 
     The points are evaluated in chunks of `batch_size` by one compiled
@@ -129,13 +160,30 @@ def derivatives(
     recompilation), which keeps memory bounded for millions of points.
     Repeated calls with the same model and options reuse that function.
 
+    For more points than fit in memory, `x` can be a stream of point
+    batches (a `tf.data.Dataset`, a `keras.utils.PyDataset` or any
+    iterator, such as a generator): the results then come back batch by
+    batch, lazily, or, with `out=`, go to one `.npy` file per output. A
+    memory-mapped array (`np.load(path, mmap_mode="r")`) works as `x` too:
+    it is read chunk by chunk, never whole.
+
     Args:
         model: a Keras model or layer mapping `(batch, d)` to `(batch, *out)`;
             or a model built around a `DerivativeModel` (whose outputs are
             derivatives, e.g. `{"d2y": ...}`), whose wrapped network is then
             differentiated.
         x: array-like of shape `(n, d)`, float. Its dtype is kept (use
-            float64 with a float64 model for reference values).
+            float64 with a float64 model for reference values). Or a stream
+            of batches of points: a `tf.data.Dataset` (read with
+            `as_numpy_iterator()`, on every backend where TensorFlow is
+            installed), a `keras.utils.PyDataset` (batches `0` to
+            `num_batches - 1`, read in order) or an iterator. Each batch is
+            a float array `(b, d)` with `b >= 1`, or a tuple whose first
+            entry is one (the `(x, y)` or `(x, y, sample_weight)` batches of
+            training data: the rest is ignored); all batches have the width
+            and dtype of the first, which is read at once. Batches of any
+            size share one compiled function: each is padded to, or split
+            into, chunks of `batch_size`.
         order: highest derivative order, 1 to 4. Defaults to `2`.
         hessian: `"diagonal"`, `"full"` or `"laplacian"`, as in
             `DerivativeModel`. Defaults to `"diagonal"`.
@@ -143,7 +191,8 @@ def derivatives(
             all. Defaults to `None`.
         batch_size: points per chunk; `None` evaluates up to 4096 points at
             a time (with `smoothing`, up to 65536 network evaluations, each
-            point costing 1 + 64·d'). Defaults to `None`.
+            point costing 1 + 64·d'); for a stream, as many as its first
+            batch holds, up to that bound. Defaults to `None`.
         method: `"auto"`, `"autodiff"` or `"taylor"`, as in
             `DerivativeModel`. Defaults to `"auto"`.
         smoothing: `None` for the exact derivatives, or a resolution σ (in
@@ -156,11 +205,39 @@ def derivatives(
             `None`.
         variables: the names of the input features `partials` uses (e.g.
             `"xt"`). Defaults to `None`.
+        out: a directory to write the results to instead of memory, one
+            `.npy` file per output named after it (`y.npy`, `dy.npy`,
+            `d2y.npy`, ...; with `partials`, `y.npy` and `<name>.npy`),
+            created if missing. Existing files of those names are never
+            overwritten: they are an error, before anything is computed.
+            Each file is written under a temporary name and renamed when
+            complete, so an interrupted run leaves none under its final
+            name (a killed process may leave hidden `.tmp-*` files). A
+            stream's length need not be known, but an infinite one is an
+            error. Defaults to `None`.
+        verbose: `0` (silent), `1` (a progress bar: points of an array,
+            batches of a stream), `2` (one line at the end), or `"auto"`:
+            a progress bar when standard output is a terminal (or a
+            notebook) and the run takes 16 chunks or more (for a stream, 16
+            batches or more, or an unknown number). Defaults to `"auto"`.
 
     Returns:
-        A tuple of `order + 1` arrays `(y, dy, d2y, ...)` with the shapes of
-        `DerivativeModel`'s outputs; with `partials`, a dict `{"y": y,
-        name: array}`, each of y's shape.
+        For an array `x`: a tuple of `order + 1` arrays `(y, dy, d2y, ...)`
+        with the shapes of `DerivativeModel`'s outputs; with `partials`, a
+        dict `{"y": y, name: array}`, each of y's shape. For a stream: an
+        iterator that yields that tuple (or dict) for each batch, computed
+        when asked for, so no more than one batch's results are held. With
+        `out`, for an array or a stream: that tuple (or dict) of all the
+        results as read-only memory maps (`numpy.memmap`) of the files.
+
+    Raises:
+        ValueError: a bad option; `x` of the wrong shape, empty, or (with
+            `out`) infinite; a batch of a stream of the wrong shape or
+            width, or empty (the message names the batch, counting from 0).
+        TypeError: integer points, or a batch whose dtype differs from
+            the first's.
+        FileExistsError: `out` names a file, or a directory that holds an
+            output's file already.
 
     Examples:
         >>> import numpy as np, keras
@@ -175,8 +252,26 @@ def derivatives(
         >>> out = derivatives(net, x, partials={"curvature": "xx"}, variables="x")
         >>> out["curvature"].shape
         (100, 1)
+
+        Batches from a generator, results batch by batch, or to files:
+
+        >>> import os, tempfile
+        >>> batches = (x[i : i + 40] for i in range(0, 100, 40))
+        >>> for y, dy, d2y in derivatives(net, batches, verbose=0):
+        ...     print(d2y.shape)
+        (40, 1, 1)
+        (40, 1, 1)
+        (20, 1, 1)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     y, dy, d2y = derivatives(net, x, out=folder, verbose=0)
+        ...     print(type(d2y).__name__, d2y.shape, sorted(os.listdir(folder)))
+        ...     del y, dy, d2y  # memory maps hold their files open
+        memmap (100, 1, 1) ['d2y.npy', 'dy.npy', 'y.npy']
     """
-    x = as_float_array(x)
+    verbose = streaming.check_verbose(verbose)
+    stream = streaming.is_stream(x)
+    if not stream:
+        x = as_float_array(x)
     graph = walk(model, read_config=False)
     net = network_to_differentiate(model, graph)
     if net is not model:
@@ -188,7 +283,7 @@ def derivatives(
             f"{len(inputs)}. Wrap it in DerivativeModel(model, variables={{...}}) "
             "and call that (or its Keras model's predict) on your inputs."
         )
-    if len(x) == 0:
+    if not stream and len(x) == 0:
         raise ValueError("derivatives() got no points (x has 0 rows).")
     if partials is not None:
         given = [
@@ -229,8 +324,42 @@ def derivatives(
         )
     if batch_size is not None:
         check_batch_size(batch_size)
-    evaluator = _cached_evaluator(model, x.shape[1], str(x.dtype), options, graph)
-    return evaluator(x, batch_size)
+    if not stream:
+        evaluator = _cached_evaluator(model, x.shape[1], str(x.dtype), options, graph)
+        size = batch_size or min(len(x), evaluator.default_batch_size)
+        chunks = math.ceil(len(x) / size)
+        bar = streaming.progress_bar(verbose, len(x), chunks, unit="point")
+        if out is None:
+            return evaluator.pack(evaluator.evaluate(x, size, bar))
+        paths = streaming.output_paths(out, evaluator.keys)
+        pieces = _counted_in_points(evaluator.chunks(x, size), bar)
+        return evaluator.pack(streaming.write_npy(paths, pieces))
+    batches = streaming.PointBatches(x)  # reads the first batch
+    if out is not None and batches.infinite:
+        raise ValueError(
+            "derivatives(): x is an infinite stream, so out= would never be "
+            "complete. Take a finite part, e.g. dataset.take(n)."
+        )
+    evaluator = _cached_evaluator(
+        model, batches.width, str(batches.dtype), options, graph
+    )
+    size = batch_size or min(batches.first_size, evaluator.default_batch_size)
+    paths = None if out is None else streaming.output_paths(out, evaluator.keys)
+    bar = streaming.progress_bar(verbose, batches.count, batches.count, unit="batch")
+    pieces = streaming.counted(
+        (evaluator.evaluate(batch, size) for batch in batches), bar
+    )
+    if paths is None:
+        return (evaluator.pack(values) for values in pieces)
+    return evaluator.pack(streaming.write_npy(paths, pieces))
+
+
+def _counted_in_points(chunks, bar):
+    """The values of `Evaluator.chunks`, with the points done on `bar`."""
+    for _, stop, values in chunks:
+        if bar is not None:
+            bar.update(stop)
+        yield values
 
 
 def _outermost_wrappers(graph):
