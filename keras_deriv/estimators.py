@@ -40,7 +40,12 @@ class Hutchinson:
     The k directions are drawn once per call and shared by every point of
     the batch (the first layer's matmul then costs k rows, not batch × k),
     so the errors of the points of one batch are correlated; each call (each
-    training step) draws new ones. The draws come from the layer's own seed
+    training step) draws new ones. Each output of `partials` has k
+    directions of its own, so two outputs of the same operator are
+    independent estimates: the mean of `(L̂₁u - f)(L̂₂u - f)` is the squared
+    residual `(Lu - f)²` exactly, while that of `(L̂u - f)²` adds the
+    estimate's variance (a loss on it is biased towards networks whose
+    estimate varies less). The draws come from the layer's own seed
     generator: a `seed` makes the sequence of draws reproducible, and it is
     saved with the model, so a resumed run continues the sequence.
 

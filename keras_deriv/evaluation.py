@@ -10,11 +10,14 @@ import numpy as np
 import numpy.typing as npt
 
 from keras_deriv import streaming
+from keras_deriv.backend.precision import PRECISIONS
 from keras_deriv.engines import smoothing
+from keras_deriv.estimators import Hutchinson, check_estimator
 from keras_deriv.graph.walk import fingerprint, walk
 from keras_deriv.layers.derivative_model import DerivativeModel
 from keras_deriv.options import (
     check_batch_size,
+    check_choice,
     check_hessian,
     check_method,
     check_order,
@@ -50,11 +53,21 @@ class Evaluator:
         self.named = isinstance(outputs, dict)  # named partials
         self.keys = tuple(self.layer.output_keys)  # the outputs, in order
         self._function = keras.Model(inputs, outputs)
+        self._first_draw = None
+        if self.layer.estimator is not None:
+            self._first_draw = np.asarray(self.layer.seed_generator.state.value)
         self.default_batch_size = DEFAULT_BATCH_SIZE
         if self.layer.smoothing is not None:
             wrt = self.layer.wrt if self.layer.wrt is not None else range(d)
             cost = smoothing.rows_per_point(list(wrt))
             self.default_batch_size = max(1, SMOOTHED_ROWS // cost)
+
+    def restart_draws(self):
+        """Back to the first draw of a seeded estimator: each call of
+        `derivatives()` with `Hutchinson(seed=...)` draws the same
+        directions."""
+        if self._first_draw is not None and self.layer.estimator.seed is not None:
+            self.layer.seed_generator.state.assign(self._first_draw)
 
     def is_current(self, graph=None):
         """Whether the model still has the structure this function was
@@ -152,6 +165,8 @@ def derivatives(
     *,
     out: str | os.PathLike | None = None,
     verbose: str | int = "auto",
+    estimator: Hutchinson | None = None,
+    precision: str = "default",
 ) -> Results | Iterator[Results]:
     """Input derivatives of a Keras model at the points `x`, as NumPy arrays.
 
@@ -220,6 +235,12 @@ def derivatives(
             a progress bar when standard output is a terminal (or a
             notebook) and the run takes 16 chunks or more (for a stream, 16
             batches or more, or an unknown number). Defaults to `"auto"`.
+        estimator: `None`, or `keras_deriv.Hutchinson(k)` to estimate the
+            operators of `partials` from k random directions per chunk, as
+            in `DerivativeModel`. With a `seed`, every call draws the same
+            sequence of directions. Defaults to `None`.
+        precision: `"default"` or `"highest"` (full float32 matmuls on
+            GPUs), as in `DerivativeModel`. Defaults to `"default"`.
 
     Returns:
         For an array `x`: a tuple of `order + 1` arrays `(y, dy, d2y, ...)`
@@ -307,12 +328,19 @@ def derivatives(
             ("partials", partials),
             ("variables", variables),
             ("method", check_method(method)),
+            ("estimator", check_estimator(estimator)),
+            ("precision", check_choice("precision", precision, PRECISIONS)),
         )
     else:
         if variables is not None:
             raise ValueError(
                 "derivatives(): variables= names the features partials= uses; "
                 "without partials=, select features with wrt=."
+            )
+        if estimator is not None:
+            raise ValueError(
+                "derivatives(): estimator= estimates the operators named in "
+                'partials=; pass them, e.g. partials={"lap": laplacian(d)}.'
             )
         order = check_order(order)
         options = (
@@ -321,11 +349,13 @@ def derivatives(
             ("method", check_method(method)),
             ("wrt", check_wrt(wrt)),
             ("smoothing", check_smoothing(smoothing)),
+            ("precision", check_choice("precision", precision, PRECISIONS)),
         )
     if batch_size is not None:
         check_batch_size(batch_size)
     if not stream:
         evaluator = _cached_evaluator(model, x.shape[1], str(x.dtype), options, graph)
+        evaluator.restart_draws()
         size = batch_size or min(len(x), evaluator.default_batch_size)
         chunks = math.ceil(len(x) / size)
         bar = streaming.progress_bar(verbose, len(x), chunks, unit="point")
@@ -343,6 +373,7 @@ def derivatives(
     evaluator = _cached_evaluator(
         model, batches.width, str(batches.dtype), options, graph
     )
+    evaluator.restart_draws()
     size = batch_size or min(batches.first_size, evaluator.default_batch_size)
     paths = None if out is None else streaming.output_paths(out, evaluator.keys)
     bar = streaming.progress_bar(verbose, batches.count, batches.count, unit="batch")

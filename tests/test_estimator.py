@@ -301,3 +301,47 @@ def test_a_dense_mixed_operator_beyond_the_limit_is_refused():
         DerivativeModel(net, partials={"op": operator}, estimator=Hutchinson()).build(
             (None, d)
         )
+
+
+def test_two_outputs_of_one_operator_are_independent_estimates():
+    """Their product's mean is the square of the exact operator (a squared
+    single estimate's mean would add its variance)."""
+    net = mlp(5, (12,), 1, dtype="float32", seed=8)
+    x = np.random.default_rng(7).uniform(-1, 1, (3, 5)).astype("float32")
+    layer = DerivativeModel(
+        net,
+        partials={"a": laplacian(5), "b": laplacian(5)},
+        estimator=Hutchinson(2, seed=2),
+    )
+    got = draws(layer, x, DRAWS)
+    _, hessian = closed_form(net, x)
+    exact = np.trace(hessian, axis1=1, axis2=2)
+    for point in range(3):
+        assert abs(np.corrcoef(got["a"][:, point], got["b"][:, point])[0, 1]) < 0.2
+    product = got["a"] * got["b"]
+    standard_error = product.std(0, ddof=1) / np.sqrt(DRAWS)
+    assert (np.abs(product.mean(0) - exact**2) <= 3 * standard_error).all()
+    square = got["a"] ** 2  # biased: exact² + variance
+    assert (square.mean(0) - exact**2 > 0).all()
+
+
+def test_derivatives_estimates_per_chunk_and_repeats_a_seeded_call():
+    from keras_deriv import derivatives
+
+    net = mlp(5, (12,), 1, dtype="float32", seed=3)
+    x = np.random.default_rng(1).uniform(-1, 1, (3, 5)).astype("float32")
+    many = np.tile(x, (DRAWS, 1))
+    options = {"partials": {"lap": laplacian(5)}, "batch_size": 3, "verbose": 0}
+    got = derivatives(net, many, estimator=Hutchinson(4, seed=1), **options)["lap"]
+    again = derivatives(net, many, estimator=Hutchinson(4, seed=1), **options)["lap"]
+    np.testing.assert_array_equal(got, again)
+    got = np.asarray(got, "float64").reshape(DRAWS, 3)
+    _, hessian = closed_form(net, x)
+    exact = np.trace(hessian, axis1=1, axis2=2)
+    standard_error = got.std(0, ddof=1) / np.sqrt(DRAWS)
+    assert (standard_error > 1e-5).all()
+    assert (np.abs(got.mean(0) - exact) <= 3 * standard_error).all()
+    with pytest.raises(ValueError, match="estimates the operators"):
+        derivatives(net, x, estimator=Hutchinson())
+    exact_run = derivatives(net, x, partials={"lap": laplacian(5)}, precision="highest")
+    np.testing.assert_allclose(exact_run["lap"][:, 0], exact, rtol=1e-4, atol=1e-5)

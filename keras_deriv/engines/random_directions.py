@@ -9,7 +9,8 @@ E[Σ_v D²_v f] = tr(L₊ᵀ H L₊) = tr(A₊ H) over k of them, so
 
 is unbiased; D_b f, along the one constant direction b, is exact. The
 engines compute D²_v f for all directions at once as one collapsed
-coefficient per distinct output (`weights`, ±1 over the directions).
+coefficient per output (`weights`, ±1 over the directions). Each output
+has directions of its own: outputs are independent estimates.
 
 A diagonal A (the Laplacian, a weighted Laplacian) is never built as a
 matrix: its factor is a vector of scales, so d = 100,000 costs O(k·d).
@@ -36,13 +37,6 @@ class _Factor:
     @property
     def rank(self):
         return self.factor.shape[-1] if self.factor.ndim == 2 else len(self.factor)
-
-    def same(self, other):
-        return (
-            self.variables == other.variables
-            and self.factor.shape == other.factor.shape
-            and np.array_equal(self.factor, other.factor)
-        )
 
 
 def _factors(second, name):
@@ -97,7 +91,7 @@ class RandomPlan:
         self.width = width
         self.k = estimator.directions
         self.distribution = estimator.distribution
-        self.factors = []  # distinct _Factor, k random directions each
+        self.factors = []  # _Factor, k random directions each
         firsts = []  # distinct constant first-order directions
         self._outputs = []  # per output: ({factor: sign}, first index or None)
         for name, operator in zip(names, terms, strict=True):
@@ -144,9 +138,9 @@ class RandomPlan:
             )
 
     def _factor_index(self, factor):
-        for i, known in enumerate(self.factors):
-            if known.same(factor):
-                return i
+        # Every output its own draws, even where two outputs share A: two
+        # outputs of one operator are then independent estimates (whose
+        # product has the square of the exact operator as its mean).
         self.factors.append(factor)
         return len(self.factors) - 1
 
