@@ -9,6 +9,7 @@ import pytest
 import keras_deriv.analysis.curvature
 import keras_deriv.callbacks.derivative_logger
 import keras_deriv.curve_store
+import keras_deriv.estimators
 import keras_deriv.evaluation
 import keras_deriv.layers.derivative_model
 import keras_deriv.probes
@@ -40,6 +41,7 @@ def test_markdown_example_runs(code, tmp_path, monkeypatch):
     [
         keras_deriv.layers.derivative_model,
         keras_deriv.evaluation,
+        keras_deriv.estimators,
         keras_deriv.analysis.curvature,
         keras_deriv.callbacks.derivative_logger,
         keras_deriv.curve_store,
