@@ -6,11 +6,14 @@ against Hutchinson's estimate with k random directions, per step.
         [--repeats 10]
 
 A 3-hidden-layer tanh MLP (d -> width x 3 -> 1), `points` points per batch,
-on JAX (XLA). For each d, both contenders are compiled once with
+on JAX (XLA). For each d, the contenders are compiled once with
 `jax.jit` over Keras's `stateless_call`, checked (the estimate's mean over
-64 draws against the exact Laplacian, in standard errors), then timed
-interleaved: an evaluation (y and the Laplacian) and a training step (the
-gradient of mean(y²) + mean(Δy²) in the weights). Memory is measured
+64 draws against the exact Laplacian, in standard errors; a hand-written
+exact Laplacian against keras_deriv's), then timed interleaved, each next
+to a hand-written JAX forward Laplacian along as many directions (the
+identity's rows, or k Rademacher rows / √k): an evaluation (y and the
+Laplacian) and a training step (the gradient of mean(y²) + mean(Δy²) in
+the weights). Memory is measured
 in a fresh process per contender and step: its peak resident memory
 while running the step, less its resident memory before (imports, the
 model and the points loaded, a plain forward pass and the step compiled,
@@ -58,7 +61,48 @@ def programs(layer, x):
     return jax.jit(outputs), jax.jit(jax.grad(loss)), (trainable, frozen)
 
 
+def hand_laplacian(params, x, directions):
+    """`(y, Σ_v D²_v y)` along the rows of `directions` `(r, d)`, by a
+    hand-written forward Laplacian of the tanh MLP `params` (the exact
+    Laplacian for the identity, Hutchinson's estimate for random rows
+    scaled by 1/√r)."""
+    jnp = jax.numpy
+    *hidden, (w_out, b_out) = params
+    h, first, second = x, directions, None  # first: (r, width), same per point
+    for w, b in hidden:
+        z, jz = h @ w + b, first @ w
+        t = jnp.tanh(z)
+        t1 = 1 - t**2
+        jz2 = jnp.sum(jz**2, axis=-2)  # (width,) or (B, width)
+        second = (0 if second is None else t1 * (second @ w)) + (-2 * t * t1) * jz2
+        h, first = t, t1[:, None, :] * jz
+    return h @ w_out + b_out, second @ w_out
+
+
+def hand_programs(net, directions, k=None):
+    """As `programs`, for `hand_laplacian` along `directions` (None: k random
+    Rademacher rows / √k, drawn from the key in `frozen`)."""
+    values = [v.value for v in net.trainable_variables]
+
+    def outputs(values, frozen, x):
+        params = list(zip(values[::2], values[1::2], strict=True))
+        if directions is None:
+            signs = jax.random.rademacher(frozen[0], (k, x.shape[1]), "float32")
+            rows = signs / np.sqrt(k)
+        else:
+            rows = directions
+        return hand_laplacian(params, x, rows)
+
+    def loss(values, frozen, x):
+        y, lap = outputs(values, frozen, x)
+        return jax.numpy.mean(y**2) + jax.numpy.mean(lap**2)
+
+    frozen = [jax.random.key(0)]
+    return jax.jit(outputs), jax.jit(jax.grad(loss)), (values, frozen)
+
+
 def contenders_for(d, args):
+    """`(x, {name: (evaluate, train_step, (weights, frozen))})`."""
     net = mlp(d, args.width)
     x = np.random.default_rng(0).uniform(-1, 1, (args.points, d)).astype("float32")
     exact = DerivativeModel(net, order=2, hessian="laplacian", method="taylor")
@@ -68,7 +112,12 @@ def contenders_for(d, args):
         estimator=Hutchinson(args.directions, seed=0),
         method="taylor",
     )
-    return net, x, {"exact": exact, "estimate": estimate}
+    return x, {
+        "exact": programs(exact, x),
+        "exact, hand-written": hand_programs(net, np.eye(d, dtype="float32")),
+        "estimate": programs(estimate, x),
+        "estimate, hand-written": hand_programs(net, None, args.directions),
+    }
 
 
 def rss_mib():
@@ -91,13 +140,8 @@ def reset_peak():
 
 def one_memory(d, name, step, args):
     """In this (fresh) process: the peak memory of one contender's step."""
-    net, x, layers = contenders_for(d, args)
-    jax.block_until_ready(
-        jax.jit(lambda v: net.stateless_call(v, [], x)[0])(
-            [w.value for w in net.trainable_variables]
-        )
-    )
-    evaluate, train, (values, frozen) = programs(layers[name], x)
+    x, contenders = contenders_for(d, args)
+    evaluate, train, (values, frozen) = contenders[name]
     fn = (evaluate, train)[step]
     compiled = fn.lower(values, frozen, x).compile()
     before = rss_mib()
@@ -107,7 +151,7 @@ def one_memory(d, name, step, args):
 
 
 def memory_of(d, name, step, args):
-    command = [sys.executable, __file__, "--one", f"{d},{name},{step}"]
+    command = [sys.executable, __file__, "--one", f"{d};{name};{step}"]
     for flag in ("points", "width", "directions"):
         command += [f"--{flag}", str(getattr(args, flag))]
     out = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -130,7 +174,7 @@ def main():
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        d, name, step = args.one.split(",")
+        d, name, step = args.one.split(";")
         return one_memory(int(d), name, int(step), args)
     k = args.directions
     print(
@@ -139,16 +183,20 @@ def main():
         f"points, estimate with k = {k}, medians of {args.repeats} interleaved"
     )
     header = (
-        "| d | step | exact ms | estimate ms | ratio | exact MiB | "
-        "estimate MiB | error of one draw |"
+        "| d | step | exact ms (× hand) | estimate ms (× hand) | estimate ÷ exact "
+        "| exact MiB | estimate MiB | error of one draw |"
     )
     print(header + "\n|---|---|---|---|---|---|---|---|")
     for d in (int(s) for s in args.dims.split(",")):
-        _, x, layers = contenders_for(d, args)
-        contenders = {name: programs(layer, x) for name, layer in layers.items()}
-        # Check: the estimate's mean over draws is the exact Laplacian.
+        x, contenders = contenders_for(d, args)
+        # Check: the exact Laplacians agree; the estimate's mean over draws
+        # is the exact Laplacian.
         ev, _, (w, frozen) = contenders["exact"]
         reference = np.asarray(ev(w, frozen, x)[1])[:, 0]
+        hv, _, (hw, hfrozen) = contenders["exact, hand-written"]
+        hand = np.asarray(hv(hw, hfrozen, x)[1])[:, 0]
+        scale = np.abs(reference).max()
+        assert np.abs(hand - reference).max() < 1e-4 * scale, "exact disagree"
         es, _, (w2, frozen2) = contenders["estimate"]
         draws = []
         for seed in range(64):
@@ -170,11 +218,13 @@ def main():
                     fn = (evaluate, train)[step]
                     times[name].append(timed(fn, values, frozen, x))
             ms = {n: 1e3 * statistics.median(t) for n, t in times.items()}
+            exact, estimate = ms["exact"], ms["estimate"]
             print(
-                f"| {d} | {('evaluation', 'training')[step]} | {ms['exact']:.1f} | "
-                f"{ms['estimate']:.1f} | {ms['estimate'] / ms['exact']:.2f} | "
-                f"{memory['exact']:.0f} | {memory['estimate']:.0f} | "
-                f"{relative:.2f} |",
+                f"| {d} | {('evaluation', 'training')[step]} | {exact:.1f} "
+                f"({exact / ms['exact, hand-written']:.2f}) | {estimate:.1f} "
+                f"({estimate / ms['estimate, hand-written']:.2f}) | "
+                f"{estimate / exact:.3f} | {memory['exact']:.0f} | "
+                f"{memory['estimate']:.0f} | {relative:.2f} |",
                 flush=True,
             )
 
