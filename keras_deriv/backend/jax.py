@@ -5,11 +5,59 @@ Forward mode fits the usual shape of the problem (few inputs, a batch of
 independent points): the tangent `e_i` broadcast over the batch gives every
 point's directional derivative at once. The closure over the model's
 variables is differentiable by an outer `jax.grad` (a training step).
+
+Pure partials of order 3 and up are differentiated (a training step) through
+a jet instead: `jax.experimental.jet` propagates the k + 1 Taylor terms of
+`f(x + t v)`, where the nested jvps' 2^k passes are more than XLA merges in
+the reverse pass. Their values are still nested jvps, faster to evaluate
+than a jet (benchmarks/jet_jax.py measures both). A jet is used only for
+functions made of the primitives in `_JET_SAFE`, whose jet rules agree with
+their jvps; anything else (a `custom_jvp` such as `relu` or `softplus`,
+whose rule a jet ignores) keeps nested jvps for both.
 """
+
+import math
 
 import jax
 import jax.extend.core
 import jax.numpy as jnp
+from jax.experimental import jet
+
+# From this order on, a training step through pure partials is faster by a
+# jet: benchmarks/jet_jax.py (order 2 is not).
+JET_FROM_ORDER = 3
+
+# Primitives whose jet rules give what their jvps give, ties of `max` and
+# `abs` at zero included (tests/test_jax_jet.py): linear and structural
+# ones, products, smooth elementwise functions, and the comparisons and
+# `stop_gradient` that carry no series. Left out: `custom_jvp_call` and
+# `custom_vjp_call` (a jet would ignore their rules, and JAX 0.10's fails on
+# them: `relu`, `relu6`, `softplus`, `mish`, `log_sigmoid`, `hard_sigmoid`,
+# `hard_silu`), `min` (its rule cannot broadcast a scalar: `celu` fails),
+# `asinh`/`acosh`/`atanh` (rules by compositions that cancel
+# catastrophically), and every primitive without a rule (`tan`, `atan`,
+# `asin`, `acos`, `cbrt`, `sort`, control flow).
+_JET_SAFE = frozenset(
+    {
+        # linear, structural
+        "add", "add_any", "sub", "neg", "convert_element_type", "copy",
+        "broadcast_in_dim", "reshape", "squeeze", "expand_dims", "transpose",
+        "concatenate", "split", "slice", "dynamic_slice", "gather", "pad",
+        "rev", "reduce_sum", "select_n",
+        # bilinear, quotients, powers
+        "dot_general", "mul", "div", "integer_pow", "square", "sqrt", "rsqrt",
+        # smooth elementwise
+        "exp", "log", "expm1", "log1p", "tanh", "logistic", "sin", "cos",
+        "sinh", "cosh", "erf", "erfc",
+        # max with the average at ties (as its jvp), softmax's shift
+        "max", "reduce_max", "abs",
+        # no series
+        "stop_gradient", "eq", "ne", "lt", "le", "gt", "ge", "not", "and",
+        "or", "sign", "floor", "ceil", "round", "is_finite",
+        # a nested jit: its body is checked
+        "jit", "pjit",
+    }
+)  # fmt: skip
 
 
 def _basis(x, wrt):
@@ -35,14 +83,86 @@ def _along(f, x, v, order):
     return levels(order)(x)
 
 
+def _jet_along(f, x, v, order):
+    """`[f, D_v f, ..., D_v^order f]` at `x` by one jet of `f(x + t v)`."""
+    zero = jnp.zeros_like(x)
+    # Unscaled Taylor coefficients times exact factorials: the scaled
+    # default divides by exp(lgamma(k + 1)), 24.00002 for 4! in float32.
+    y, terms = jet.jet(f, (x,), ((v, *[zero] * (order - 1)),), factorial_scaled=False)
+    return (y, *[math.factorial(k) * t for k, t in enumerate(terms, 1)])
+
+
+def _pure_partials(along, f, x, order, wrt):
+    """`[y, J, D2, ..., Dk]` along the features `wrt`, vectorised over them."""
+    along_all = jax.vmap(lambda v: along(f, x, v, order), out_axes=-1)
+    y, *partials = along_all(_basis(x, wrt))
+    return [y[..., 0], *partials]
+
+
+def _jet_safe(jaxpr):
+    """Whether every primitive of `jaxpr`, nested jits included, is one
+    whose jet rule gives what its jvp gives."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name not in _JET_SAFE or eqn.primitive not in jet.jet_rules:
+            return False
+        if not all(map(_jet_safe, jax.extend.core.jaxprs_in_params(eqn.params))):
+            return False
+    return True
+
+
+def _trained_by_jet(traced, x, order, wrt):
+    """The pure partials of the function `traced` (a closed jaxpr of `x`)
+    by nested jvps, and their derivatives by the jvp of a jet.
+
+    The jaxpr's constants (the model's variables, traced by an outer
+    `jax.grad` in a training step) become arguments, so that the custom
+    rule, not nested jvps, is what the outer differentiation sees."""
+
+    def partials_by(along):
+        def partials(z, *consts):
+            closed = jax.extend.core.ClosedJaxpr(traced.jaxpr, consts)
+            g = lambda u: jax.extend.core.jaxpr_as_fun(closed)(u)[0]  # noqa: E731
+            return _pure_partials(along, g, z, order, wrt)
+
+        return partials
+
+    values = jax.custom_jvp(partials_by(_along))
+
+    @values.defjvp
+    def _(primals, tangents):
+        return jax.jvp(partials_by(_jet_along), primals, tangents)
+
+    return values(x, *traced.consts)
+
+
+def _jet_traced(f, x, order, full_hessian):
+    """The closed jaxpr of `f` at `x` where a jet differentiates its pure
+    partials of `order`, else None."""
+    if order < JET_FROM_ORDER or full_hessian:
+        return None
+    traced = jax.make_jaxpr(f)(x)
+    if len(traced.jaxpr.outvars) == 1 and _jet_safe(traced.jaxpr):
+        return traced
+    return None
+
+
+def differentiates_by_jet(f, x, order, full_hessian=False):
+    """Whether `nested_derivatives(f, x, order, full_hessian, ...)` is
+    differentiated (in a training step, or by any outer JAX transformation)
+    through a jet rather than nested jvps. Its values are nested jvps
+    either way."""
+    return _jet_traced(f, jnp.asarray(x), order, full_hessian) is not None
+
+
 def nested_derivatives(f, x, order, full_hessian, wrt):
     x = jnp.asarray(x)
-    basis = _basis(x, wrt)
-    along_all = jax.vmap(lambda v: _along(f, x, v, order), out_axes=-1)
-    y, *partials = along_all(basis)
-    y = y[..., 0]
+    traced = _jet_traced(f, x, order, full_hessian)
+    if traced is not None:
+        return _trained_by_jet(traced, x, order, wrt)
+    y, *partials = _pure_partials(_along, f, x, order, wrt)
     if not full_hessian:
         return [y, *partials]
+    basis = _basis(x, wrt)
 
     def second(vi, vl):
         first = lambda z: jax.jvp(f, (z,), (vi,))[1]  # noqa: E731
