@@ -30,6 +30,12 @@ import math
 import numpy as np
 from keras import ops
 
+# Past this many directions, a weighted sum over the direction axis is one
+# reduction, not a sum of slices: slices fuse under XLA for a few
+# directions, but cost one op each (a 100-variable Laplacian through
+# `partials` was 100 slices per layer).
+MAX_SLICED_DIRECTIONS = 8
+
 
 class Mode:
     """How coefficients are kept, for `n` directions.
@@ -65,6 +71,9 @@ class Mode:
             return None
         if self.weights is None:
             return ops.sum(c, axis=1)
+        if self.n > MAX_SLICED_DIRECTIONS:
+            sums = [_weighted_sum(c, row) for row in self.weights]
+            return sums[0] if len(sums) == 1 else ops.stack(sums, axis=1)
         # Sums of weighted slices: elementwise, so they fuse with the terms
         # they sum (a reduction over the direction axis did not under XLA).
         return self._stack(
@@ -77,6 +86,11 @@ class Mode:
 
     def _quadratic(self, a, b):
         """Σ_ij C_ij a_i b_j for each symmetric matrix C of the weights."""
+        diagonal = all(not (m - np.diag(np.diag(m))).any() for m in self.weights)
+        if self.n > MAX_SLICED_DIRECTIONS and diagonal:
+            product = a * a if a is b else a * b
+            sums = [_weighted_sum(product, np.diag(m)) for m in self.weights]
+            return sums[0] if len(sums) == 1 else ops.stack(sums, axis=1)
         sums = []
         for matrix in self.weights:
             products = []
@@ -122,6 +136,15 @@ class Mode:
         if self.top == 2 and self.weights is not None and self.weights.ndim == 3:
             return self._quadratic(a, b)
         return self.reduce(2, a * b)
+
+
+def _weighted_sum(c, weights):
+    """Σ_i weights[i] c[:, i], for `c` `(B, n, *F)`, as one reduction."""
+    weights = np.asarray(weights, dtype="float64")
+    if (weights == 1).all():
+        return ops.sum(c, axis=1)
+    w = weights.reshape(1, -1, *([1] * (len(c.shape) - 2)))
+    return ops.sum(c * ops.convert_to_tensor(w, c.dtype), axis=1)
 
 
 def expand(f, c):
