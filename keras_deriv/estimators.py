@@ -96,6 +96,11 @@ class Hutchinson:
             isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
         ):
             raise TypeError(f"Hutchinson: `seed` is an int or None; got {seed!r}.")
+        if seed is not None and not 0 <= seed < 2**31:
+            raise ValueError(
+                f"Hutchinson: `seed` must be from 0 to 2**31 - 1 (every backend "
+                f"takes those); got {seed}."
+            )
         if not isinstance(resample, bool):
             raise TypeError(
                 f"Hutchinson: `resample` is True or False; got {resample!r}."

@@ -55,7 +55,8 @@ class Evaluator:
         self._function = keras.Model(inputs, outputs)
         self._first_draw = None
         if self.layer.estimator is not None:
-            self._first_draw = np.asarray(self.layer.seed_generator.state.value)
+            state = keras.ops.convert_to_numpy(self.layer.seed_generator.state.value)
+            self._first_draw = np.array(state, copy=True)  # not a view (torch)
         self.default_batch_size = DEFAULT_BATCH_SIZE
         if self.layer.smoothing is not None:
             wrt = self.layer.wrt if self.layer.wrt is not None else range(d)
@@ -370,10 +371,12 @@ def derivatives(
             "derivatives(): x is an infinite stream, so out= would never be "
             "complete. Take a finite part, e.g. dataset.take(n)."
         )
-    evaluator = _cached_evaluator(
-        model, batches.width, str(batches.dtype), options, graph
-    )
-    evaluator.restart_draws()
+    if estimator is None:
+        evaluator = _cached_evaluator(
+            model, batches.width, str(batches.dtype), options, graph
+        )
+    else:  # its own draws: a lazy stream may be read while another call runs
+        evaluator = Evaluator(model, batches.width, str(batches.dtype), **dict(options))
     size = batch_size or min(batches.first_size, evaluator.default_batch_size)
     paths = None if out is None else streaming.output_paths(out, evaluator.keys)
     bar = streaming.progress_bar(verbose, batches.count, batches.count, unit="batch")

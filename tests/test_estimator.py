@@ -5,8 +5,11 @@ that advance per call and survive saving, and clear errors.
 The references are closed forms of a one-hidden-layer tanh network
 f = w2·tanh(W1ᵀx + b1) + b2, computed in NumPy float64: ∇f = W1 (w2 ⊙ t')
 and H = W1 diag(w2 ⊙ t'') W1ᵀ with t' = 1 - t², t'' = -2 t (1 - t²).
-Means are checked against them within three standard errors of the draws
-(the seeds are fixed, so the outcome is too); variances against the
+Means are checked against them within four standard errors of the draws
+(the seeds are fixed, so the outcome is too): with up to a dozen means per
+test, three standard errors each would fail about 3% of seeds by chance
+(one of ~100 means here did, at 3.2), four about 0.1%, while a wrong
+scale or sign is off by tens; variances against the
 theory, 2 Σ_{i≠j} H_ij² / k for Rademacher directions and 2 Σ_ij H_ij² / k
 for Gaussian ones, within 30% (the sample variance of 400 draws has a
 relative standard error of about 7–15% here).
@@ -18,6 +21,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import (
+    BACKEND,
     FLOAT64,
     assert_gradients_match_differences,
     f64,
@@ -95,7 +99,7 @@ def test_the_mean_of_many_draws_is_the_exact_operator(method, distribution):
         mean = got[name].mean(0)
         standard_error = got[name].std(0, ddof=1) / np.sqrt(DRAWS)
         assert (standard_error > 1e-5).all(), "the draws do not vary"
-        assert (np.abs(mean - exact) <= 3 * standard_error).all(), (
+        assert (np.abs(mean - exact) <= 4 * standard_error).all(), (
             name,
             mean,
             exact,
@@ -182,7 +186,7 @@ def test_separate_inputs_exact_time_derivative_estimated_laplacian():
     exact = gradient[:, 3] - np.trace(hessian[:, :3, :3], axis1=1, axis2=2)
     standard_error = got.std(0, ddof=1) / np.sqrt(DRAWS)
     assert (standard_error > 1e-5).all()
-    assert (np.abs(got.mean(0) - exact) <= 3 * standard_error).all()
+    assert (np.abs(got.mean(0) - exact) <= 4 * standard_error).all()
 
 
 def test_only_the_time_derivative_is_exact_every_draw():
@@ -320,7 +324,7 @@ def test_two_outputs_of_one_operator_are_independent_estimates():
         assert abs(np.corrcoef(got["a"][:, point], got["b"][:, point])[0, 1]) < 0.2
     product = got["a"] * got["b"]
     standard_error = product.std(0, ddof=1) / np.sqrt(DRAWS)
-    assert (np.abs(product.mean(0) - exact**2) <= 3 * standard_error).all()
+    assert (np.abs(product.mean(0) - exact**2) <= 4 * standard_error).all()
     square = got["a"] ** 2  # biased: exact² + variance
     assert (square.mean(0) - exact**2 > 0).all()
 
@@ -340,8 +344,65 @@ def test_derivatives_estimates_per_chunk_and_repeats_a_seeded_call():
     exact = np.trace(hessian, axis1=1, axis2=2)
     standard_error = got.std(0, ddof=1) / np.sqrt(DRAWS)
     assert (standard_error > 1e-5).all()
-    assert (np.abs(got.mean(0) - exact) <= 3 * standard_error).all()
+    assert (np.abs(got.mean(0) - exact) <= 4 * standard_error).all()
     with pytest.raises(ValueError, match="estimates the operators"):
         derivatives(net, x, estimator=Hutchinson())
     exact_run = derivatives(net, x, partials={"lap": laplacian(5)}, precision="highest")
     np.testing.assert_allclose(exact_run["lap"][:, 0], exact, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="a TensorFlow autodiff defect")
+def test_no_fallback_to_an_autodiff_engine_known_wrong():
+    """LayerNormalization's second derivatives are wrong on TensorFlow's
+    autodiff; a rank-3 Dot makes the Taylor engine give up at call time.
+    The estimator must refuse, as the exact path does, not fall back."""
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(6, activation="tanh")(inputs)
+    h = keras.layers.LayerNormalization()(h)
+    a = keras.layers.Reshape((2, 3))(h)
+    dot = keras.layers.Dot(axes=-1)([a, a])
+    net = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(dot)))
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 4)).astype("float32")
+    for estimator in (None, Hutchinson(4, seed=0)):
+        layer = DerivativeModel(
+            net, partials={"lap": laplacian(4)}, estimator=estimator
+        )
+        with pytest.raises(ValueError, match="would compute wrong derivatives"):
+            layer(x)
+
+
+def test_small_coefficients_are_estimated_not_dropped():
+    """A mixed operator with coefficients of 1e-13 is 1e-13 times the one
+    with coefficients 1, draw for draw (a relative cut-off in the
+    factorization, not an absolute one)."""
+    net = mlp(3, (8,), 1, dtype="float32", seed=5)
+    x = np.random.default_rng(8).uniform(-1, 1, (4, 3)).astype("float32")
+    results = []
+    for c in (1.0, 1e-13):
+        layer = DerivativeModel(
+            net,
+            partials={"op": {(0, 1): c, (2, 2): c}},
+            estimator=Hutchinson(4, seed=3),
+        )
+        results.append(to_numpy(layer(x)["op"]).astype("float64"))
+    assert np.abs(results[0]).max() > 1e-3
+    np.testing.assert_allclose(results[1], 1e-13 * results[0], rtol=1e-4)
+
+
+def test_a_fixed_draw_still_gives_each_output_its_own_directions():
+    net = mlp(8, (8,), 1, dtype="float32", seed=6)
+    x = np.random.default_rng(9).uniform(-1, 1, (64, 8)).astype("float32")
+    layer = DerivativeModel(
+        net,
+        partials={"a": laplacian(8), "b": laplacian(8)},
+        estimator=Hutchinson(4, seed=3, resample=False),
+    )
+    first, again = layer(x), layer(x)
+    np.testing.assert_array_equal(to_numpy(first["a"]), to_numpy(again["a"]))
+    assert not np.allclose(to_numpy(first["a"]), to_numpy(first["b"]))
+
+
+def test_seeds_out_of_every_backends_range_are_refused():
+    for seed in (-1, 2**31):
+        with pytest.raises(ValueError, match="seed"):
+            Hutchinson(seed=seed)

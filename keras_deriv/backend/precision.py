@@ -11,8 +11,9 @@ makes the matmuls of the computation it encloses full float32:
   when the function is traced, so a jitted step keeps it, gradients
   included (the transposed matmuls carry the same precision).
 - PyTorch: `torch.set_float32_matmul_precision("highest")` and cuDNN's
-  TF32 off for the enclosed (eager) computation, restored on exit. The backward
-  pass runs later, at the user's setting.
+  TF32 off for the enclosed (eager) computation, restored on exit (when
+  the last of several threads inside leaves). The setting is process-wide
+  while it holds. The backward pass runs later, at the user's setting.
 - TensorFlow: TF32 is one process-wide switch, read when kernels run, so no
   scope can set it for part of a graph: where it is on and a GPU is
   visible, a clear error says how to turn it off; elsewhere (CPUs) there is
@@ -20,6 +21,7 @@ makes the matmuls of the computation it encloses full float32:
 """
 
 import contextlib
+import threading
 
 PRECISIONS = ("default", "highest")
 
@@ -38,18 +40,35 @@ def _jax():
     return jax.default_matmul_precision("float32")
 
 
+_TORCH_LOCK = threading.Lock()
+_torch_scopes = {"depth": 0, "saved": None}
+
+
 @contextlib.contextmanager
 def _torch():
+    # PyTorch's setting is process-wide: the first scope to enter saves it
+    # and the last to leave restores it, so threads computing at once do
+    # not restore each other's "highest" as the user's setting.
     import torch
 
-    saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
-    torch.set_float32_matmul_precision("highest")
-    torch.backends.cudnn.allow_tf32 = False
+    with _TORCH_LOCK:
+        if _torch_scopes["depth"] == 0:
+            _torch_scopes["saved"] = (
+                torch.get_float32_matmul_precision(),
+                torch.backends.cudnn.allow_tf32,
+            )
+            torch.set_float32_matmul_precision("highest")
+            torch.backends.cudnn.allow_tf32 = False
+        _torch_scopes["depth"] += 1
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(saved[0])
-        torch.backends.cudnn.allow_tf32 = saved[1]
+        with _TORCH_LOCK:
+            _torch_scopes["depth"] -= 1
+            if _torch_scopes["depth"] == 0:
+                precision, cudnn = _torch_scopes["saved"]
+                torch.set_float32_matmul_precision(precision)
+                torch.backends.cudnn.allow_tf32 = cudnn
 
 
 def _tensorflow():

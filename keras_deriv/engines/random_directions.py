@@ -66,7 +66,7 @@ def _factors(second, name):
         if i != j:
             matrix[column[j], column[i]] += 0.5 * c
     values, vectors = np.linalg.eigh(matrix)
-    tolerance = 1e-12 * max(1.0, float(np.abs(values).max()))
+    tolerance = 1e-12 * float(np.abs(values).max())  # relative: tiny A too
     parts = []
     for sign in (1, -1):
         keep = sign * values > tolerance
@@ -154,8 +154,13 @@ class RandomPlan:
         a float tensor of that shape with E[ε εᵀ] = I per row."""
         rows = []
         scale = 1.0 / math.sqrt(self.k)
-        for factor in self.factors:
-            epsilon = draw((self.k, factor.rank))
+        # One draw for all factors, so each gets its own ε even from a
+        # fixed seed (`resample=False`).
+        if self.factors:
+            rank = max(factor.rank for factor in self.factors)
+            epsilons = draw((len(self.factors), self.k, rank))
+        for i, factor in enumerate(self.factors):
+            epsilon = epsilons[i, :, : factor.rank]
             if factor.factor.ndim == 1:
                 part = epsilon * ops.convert_to_tensor(factor.factor * scale, dtype)
             else:

@@ -149,12 +149,13 @@ class DerivativeModel(keras.layers.Layer):
         precision: `"default"` (float32 matmuls as the framework is set) or
             `"highest"`: full float32 matmuls for this layer's computation
             on GPUs, where TF32 matmuls (JAX's default) cost second
-            derivatives about three digits. On JAX it holds for the whole
-            compiled step, gradients included; on PyTorch for the forward
-            computation; TensorFlow has only a process-wide switch, so there
-            it is an error while TF32 is on and a GPU is visible (the message
-            says how to turn it off). No effect on CPUs. Defaults to
-            `"default"`.
+            derivatives about three digits. On JAX it holds for this
+            layer's matmuls in the compiled step and for their gradients
+            (the rest of the model keeps your setting); on PyTorch for the
+            layer's forward computation; TensorFlow has only a process-wide
+            switch, so there it is an error while TF32 is on and a GPU is
+            visible (the message says how to turn it off). No effect on
+            CPUs. Defaults to `"default"`.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -782,8 +783,7 @@ class DerivativeModel(keras.layers.Layer):
                     second = ops.expand_dims(second, -1)  # one plain sum
                 return [levels[0], *plan.combine(levels[1], second)]
             except taylor.Unsupported as why:
-                if self.method == "taylor":
-                    raise select.taylor_error(self.model.name, why) from None
+                self._refuse_autodiff_fallback(why)
 
         def f(z):
             y = self._output_of(z, training=training)
@@ -828,14 +828,7 @@ class DerivativeModel(keras.layers.Layer):
                     return levels
                 return [levels[0], *scheme.combine(levels, collapse is not None)]
             except taylor.Unsupported as why:  # known only at call time
-                if self.method == "taylor":
-                    raise select.taylor_error(self.model.name, why) from None
-                if self._defect is not None:
-                    raise select.defect_error(
-                        self.model.name,
-                        self._defect,
-                        f"The Taylor engine cannot take it: {why}.",
-                    ) from None
+                self._refuse_autodiff_fallback(why)
 
         def f(z):
             y = self._output_of(z, training=training)
@@ -851,6 +844,19 @@ class DerivativeModel(keras.layers.Layer):
             )
         except NotDifferentiableError as err:
             self._raise_not_connected(x, cause=err)
+
+    def _refuse_autodiff_fallback(self, why):
+        """The Taylor engine gave up at call time (`why`): an error where
+        the autodiff engine may not take over (`method="taylor"`, or a
+        backend defect in the model), else nothing."""
+        if self.method == "taylor":
+            raise select.taylor_error(self.model.name, why) from None
+        if self._defect is not None:
+            raise select.defect_error(
+                self.model.name,
+                self._defect,
+                f"The Taylor engine cannot take it: {why}.",
+            ) from None
 
     def _unflatten(self, levels, dtype):
         # Trailing axes beyond (B, m) are the derivative axes: () for y and
