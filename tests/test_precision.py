@@ -39,7 +39,7 @@ def test_highest_precision_leaves_cpu_values_and_training_unchanged():
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="JAX's compiled step")
-def test_jax_every_matmul_of_the_training_step_is_highest():
+def test_jax_every_matmul_of_the_layer_and_of_its_gradient_is_highest():
     import jax
 
     net = mlp(3, (8,), 1, dtype="float32")
