@@ -194,8 +194,9 @@ MIRRORED = textwrap.dedent(
     import sys
     sys.path.insert(0, EXAMPLES)
     import multi_worker
-    example, _ = multi_worker.train(tf.distribute.get_strategy(), epochs=1)
+    example, _, batches = multi_worker.train(tf.distribute.get_strategy(), epochs=1)
     results["example_one_device"] = [w.tolist() for w in example.get_weights()]
+    results["example_one_device_batches"] = batches
     report(results)
     """
 )
@@ -221,7 +222,18 @@ JAX = COMMON + textwrap.dedent(
     derivatives_one = derivatives(wide.layers[1].model, PROBES)
 
     devices = keras.distribution.list_devices()
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    data_parallel = keras.distribution.DataParallel(devices=devices)
+    keras.distribution.set_distribution(data_parallel)
+    # How fit lays out a global batch of 64: the layout the distribution
+    # gives its shape, and the shards of the batch distributed by it.
+    layout = data_parallel.get_data_layout(X.shape)
+    batch = keras.distribution.distribute_tensor(X, layout)
+    results["data_layout"] = {
+        "axes": [str(a) for a in layout.axes],
+        "shards": sorted(
+            [str(s.device), list(s.data.shape)] for s in batch.addressable_shards
+        ),
+    }
     for kind in ("outputs", "partials"):
         initial, trained_one, logger_one = single[kind]
         two = model(kind)
@@ -374,17 +386,30 @@ def test_multi_worker_example_matches_one_device(tensorflow_results, tmp_path):
         for index in (0, 1)
     ]
     try:
-        errors = [proc.communicate(timeout=180)[1] for proc in procs]
+        outputs = [proc.communicate(timeout=180) for proc in procs]
     finally:
         for proc in procs:
             proc.kill()
-    for proc, err in zip(procs, errors, strict=True):
+    for index, (proc, (out, err)) in enumerate(zip(procs, outputs, strict=True)):
         assert proc.returncode == 0, err[-3000:]
+        # The cluster formed: two replicas in sync, each step on half of the
+        # global batch of 64 (a worker training alone would report 1 and 64,
+        # and the same weights as one device).
+        found = re.search(
+            rf"^worker {index}: replicas_in_sync=(\d+) per_replica_batches=(.*)$",
+            out,
+            re.M,
+        )
+        assert found, out
+        assert int(found[1]) == 2, out
+        assert json.loads(found[2]) == [[32]] * 4, out
     assert (tmp_path / "model.keras").exists()  # saved by the chief
     workers = []
     for index in (0, 1):
         saved = np.load(tmp_path / f"worker{index}.npz")
         workers.append([saved[f"arr_{k}"] for k in range(len(saved.files))])
+    # The reference trained on whole global batches, in one process.
+    assert tensorflow_results["example_one_device_batches"] == [[64]] * 4
     one = [np.asarray(w) for w in tensorflow_results["example_one_device"]]
     scale = max(float(np.abs(w).max()) for w in one)
     for w0, w1, w in zip(*workers, one, strict=True):
@@ -398,6 +423,11 @@ def test_data_parallel_matches_one_device(jax_results, kind):
     result = jax_results[kind]
     assert jax_results["devices"] == ["cpu:0", "cpu:1"]
     assert result["variable_devices"] == 2
+    # fit splits each global batch of 64 over the two devices: 32 points each.
+    layout = jax_results["data_layout"]
+    assert layout["axes"] == ["batch", "None"], layout
+    assert [shape for _, shape in layout["shards"]] == [[32, 1], [32, 1]], layout
+    assert len({device for device, _ in layout["shards"]}) == 2, layout
     assert_same_training(result)
     assert_same_logs(result, ["d2y", "dy", "y"])
 
