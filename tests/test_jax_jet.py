@@ -1,6 +1,8 @@
 """Pure partials of order 3 and up on JAX's autodiff engine are
-differentiated through `jax.experimental.jet` (their values stay nested
-jvps): keras_deriv/backend/jax.py. Checked against closed forms, float64
+differentiated through `jax.experimental.jet` where the caller allows it
+(`jet=True`: DerivativeModel, for models of registered layers): values
+nested jvps outside a transformation, the jet's under one;
+keras_deriv/backend/jax.py. Checked against closed forms, float64
 finite differences in the weights, nested jvps, and by convergence."""
 
 import math
@@ -98,7 +100,9 @@ def jet_levels(f, x, order, wrt, tangent):
     """`nested_derivatives`'s levels as its jet computes them (the primal
     of a jvp, which the custom rule makes by a jet), and their tangents."""
     return jax.jvp(
-        lambda z: engine.nested_derivatives(f, z, order, False, wrt), (x,), (tangent,)
+        lambda z: engine.nested_derivatives(f, z, order, False, wrt, jet=True),
+        (x,),
+        (tangent,),
     )
 
 
@@ -177,7 +181,7 @@ def test_weight_gradients_match_float64_finite_differences(order, activation, by
 
         def loss(params):
             f = lambda z: net(params, z)  # noqa: E731
-            levels = engine.nested_derivatives(f, x, order, False, (0, 1))
+            levels = engine.nested_derivatives(f, x, order, False, (0, 1), jet=True)
             return sum(jnp.mean(t**2) for t in levels[2:])
 
         assert (
@@ -260,7 +264,7 @@ def test_fit_on_a_third_derivative_converges():
     history = model.fit(x, targets, batch_size=32, epochs=80, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < 0.05 * losses[0]
-    assert engine.differentiates_by_jet(inner, x, 3)
+    assert engine.differentiates_by_jet(inner, x, 3) and layer._traceable_once()
 
 
 # -- which layers a jet takes --------------------------------------------
@@ -353,3 +357,82 @@ def test_lower_orders_and_the_full_hessian_keep_nested_jvps():
         float(-2 * (1 - np.tanh(x[1, 0]) ** 2) * (1 - 3 * np.tanh(x[1, 0]) ** 2)),
         rel_tol=1e-5,
     )
+
+
+def bucketed(w):
+    """tanh(z w) (1 + q) with q = int(3 z_0): a float cast to an integer,
+    whose jet truncates the series where its jvp gives zero."""
+
+    def f(z):
+        q = ops.cast(ops.cast(3.0 * z[:, :1], "int32"), "float32")
+        return jnp.tanh(z @ w) * (1.0 + q)
+
+    return f
+
+
+def test_a_cast_to_an_integer_keeps_nested_jvps():
+    w = jnp.array([[0.7], [-0.4]])
+    x = jnp.array([[0.2, 0.1], [0.5, -0.3]], jnp.float32)
+    assert not engine.differentiates_by_jet(bucketed(w), x, 3)
+    # Casts that keep floats floats, or make floats of booleans, do not.
+    smooth = lambda z: ops.cast(jnp.tanh(z), "float16") * (z > 0)  # noqa: E731
+    assert engine.differentiates_by_jet(smooth, x, 3)
+
+    def loss(w, jet):
+        levels = engine.nested_derivatives(bucketed(w), x, 3, False, (0, 1), jet=jet)
+        return jnp.sum(levels[3] ** 2)
+
+    got, ref = jax.grad(loss)(w, True), jax.grad(loss)(w, False)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))
+    assert np.all(np.isfinite(np.asarray(ref))) and np.any(np.asarray(ref) != 0)
+
+
+def test_values_outside_a_transformation_are_nested_jvps():
+    f = lambda z: jnp.tanh(z) * jnp.sin(z)  # noqa: E731
+    x = jnp.asarray(points())
+    got = engine.nested_derivatives(f, x, 3, False, (0, 1), jet=True)
+    ref = engine.nested_derivatives(f, x, 3, False, (0, 1))
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+class Counter(keras.layers.Layer):
+    """Counts its calls in a variable: a state update in `call`."""
+
+    def build(self, shape):
+        self.n = self.add_weight(shape=(), initializer="zeros", trainable=False)
+
+    def call(self, z):
+        self.n.assign(self.n + 1.0)
+        return z
+
+
+def fit_third_derivative(first):
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential(
+        [keras.Input((2,)), first, keras.layers.Dense(1, activation="tanh")]
+    )
+    inputs = keras.Input((2,))
+    layer = DerivativeModel(net, order=3, method="autodiff")
+    model = keras.Model(inputs, layer(inputs)[3])
+    model.compile("adam", "mse")
+    x = points(n=32)
+    history = model.fit(
+        x, np.zeros((32, 1, 2), "float32"), epochs=2, batch_size=16, verbose=0
+    )
+    assert not layer._traceable_once()
+    return history.history["loss"]
+
+
+def test_layers_that_update_their_state_train_by_nested_jvps():
+    """A jet replays one trace of the model, without its state updates:
+    models with layers of their own (where such updates live) keep nested
+    jvps, and train as at order 2."""
+    spectral = keras.layers.SpectralNormalization(
+        keras.layers.Dense(8, activation="tanh")
+    )
+    assert all(np.isfinite(fit_third_derivative(spectral)))
+    counter = Counter()
+    assert all(np.isfinite(fit_third_derivative(counter)))
+    # Its updates reach the variable (a jet's trace would have leaked them).
+    assert float(counter.n.value) > 0

@@ -1,14 +1,16 @@
 """The one place that picks a framework: `get()` returns the module of the
 active Keras backend. Every module here offers the same functions:
 
-- `nested_derivatives(f, x, order, full_hessian, wrt)`: for `f` mapping
+- `nested_derivatives(f, x, order, full_hessian, wrt, jet=False)`: for `f` mapping
   `(N, d)` to `(N, m)`, with the rows independent of each other (f may be
   called on more rows than x has), and the features `wrt` (d' of them),
   returns `[y, J, D2, ..., Dk]`: `y` `(B, m)`, the Jacobian `J` `(B, m, d')`,
   then the pure partials `D_k[b, j, i] = d^k y_j / dx_wrt[i]^k` `(B, m, d')`,
   or for `full_hessian=True` and order 2 the Hessian `(B, m, d', d')`.
   Raises `NotDifferentiableError` when `y` does not depend differentiably
-  on `x`.
+  on `x`. `jet=True` lets JAX differentiate pure partials of order 3 and up
+  through `jax.experimental.jet` (traced once by `jax.make_jaxpr`, so `f`
+  must update no state in its call); TensorFlow and PyTorch ignore it.
 - `derivative_tree(f, x, tree)`: the partials of a tree of multi-indices
   sharing prefixes. `tree[0]` is `[None]` (the value), `tree[k]` lists the
   nodes of order k as `(parent, feature)`: the derivative along `feature`

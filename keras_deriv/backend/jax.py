@@ -6,22 +6,36 @@ independent points): the tangent `e_i` broadcast over the batch gives every
 point's directional derivative at once. The closure over the model's
 variables is differentiable by an outer `jax.grad` (a training step).
 
-Pure partials of order 3 and up are differentiated (a training step) through
-a jet instead: `jax.experimental.jet` propagates the k + 1 Taylor terms of
-`f(x + t v)`, where the nested jvps' 2^k passes are more than XLA merges in
-the reverse pass. Their values are still nested jvps, faster to evaluate
-than a jet (benchmarks/jet_jax.py measures both). A jet is used only for
-functions made of the primitives in `_JET_SAFE`, whose jet rules agree with
-their jvps; anything else (a `custom_jvp` such as `relu` or `softplus`,
-whose rule a jet ignores) keeps nested jvps for both.
+Pure partials of order 3 and up, where the caller allows it (`jet=True`:
+a model without state updates in its call), are differentiated (a training
+step) through a jet instead: `jax.experimental.jet` propagates the k + 1
+Taylor terms of `f(x + t v)`, where the nested jvps' 2^k passes are more
+than XLA merges in the reverse pass. Evaluated outside any differentiation
+they are still nested jvps, faster than a jet (benchmarks/jet_jax.py
+measures both); under `jax.grad` or `jax.jvp` the values come with the
+jet's (equal to rounding). A jet is used only for functions made of the
+primitives in `_JET_SAFE`, whose jet rules agree with their jvps; anything
+else (a `custom_jvp` such as `relu` or `softplus`, whose rule a jet
+ignores, or a cast of a float to an integer) keeps nested jvps for both.
+It needs JAX 0.10 (`jaxprs_in_params`, `jet(factorial_scaled=)`); an older
+JAX keeps nested jvps.
 """
 
+import inspect
 import math
 
 import jax
 import jax.extend.core
 import jax.numpy as jnp
-from jax.experimental import jet
+from jax.experimental import jet as jax_jet
+
+# The jet path's JAX API: `jaxprs_in_params` and `take_current_trace` from
+# JAX 0.10, `jet(..., factorial_scaled=)` from 0.7.
+JET_AVAILABLE = (
+    hasattr(jax.extend.core, "jaxprs_in_params")
+    and hasattr(jax.extend.core, "take_current_trace")
+    and "factorial_scaled" in inspect.signature(jax_jet.jet).parameters
+)
 
 # From this order on, a training step through pure partials is faster by a
 # jet: benchmarks/jet_jax.py (order 2 is not).
@@ -36,7 +50,12 @@ JET_FROM_ORDER = 3
 # `hard_silu`), `min` (its rule cannot broadcast a scalar: `celu` fails),
 # `asinh`/`acosh`/`atanh` (rules by compositions that cancel
 # catastrophically), and every primitive without a rule (`tan`, `atan`,
-# `asin`, `acos`, `cbrt`, `sort`, control flow).
+# `asin`, `acos`, `cbrt`, `sort`, control flow). `convert_element_type`
+# only where it keeps a float a float (`_eqn_safe`): a jet casts a float's
+# series to an integer too (truncating it), where a jvp gives a zero
+# tangent. Every other way to an integer or a boolean (comparisons, `sign`,
+# `floor`, `round`, ...) has a zero series in both, so integers and
+# booleans carry none, and the linear rules on them are exact.
 _JET_SAFE = frozenset(
     {
         # linear, structural
@@ -88,7 +107,9 @@ def _jet_along(f, x, v, order):
     zero = jnp.zeros_like(x)
     # Unscaled Taylor coefficients times exact factorials: the scaled
     # default divides by exp(lgamma(k + 1)), 24.00002 for 4! in float32.
-    y, terms = jet.jet(f, (x,), ((v, *[zero] * (order - 1)),), factorial_scaled=False)
+    y, terms = jax_jet.jet(
+        f, (x,), ((v, *[zero] * (order - 1)),), factorial_scaled=False
+    )
     return (y, *[math.factorial(k) * t for k, t in enumerate(terms, 1)])
 
 
@@ -103,20 +124,45 @@ def _jet_safe(jaxpr):
     """Whether every primitive of `jaxpr`, nested jits included, is one
     whose jet rule gives what its jvp gives."""
     for eqn in jaxpr.eqns:
-        if eqn.primitive.name not in _JET_SAFE or eqn.primitive not in jet.jet_rules:
+        if not _eqn_safe(eqn):
             return False
         if not all(map(_jet_safe, jax.extend.core.jaxprs_in_params(eqn.params))):
             return False
     return True
 
 
+def _eqn_safe(eqn):
+    """Whether one equation's jet rule gives what its jvp gives."""
+    if eqn.primitive.name not in _JET_SAFE or eqn.primitive not in jax_jet.jet_rules:
+        return False
+    if eqn.primitive.name == "convert_element_type":
+        source = eqn.invars[0].aval.dtype
+        target = eqn.params["new_dtype"]
+        return not jnp.issubdtype(source, jnp.inexact) or jnp.issubdtype(
+            target, jnp.inexact
+        )
+    return True
+
+
+def _transformed():
+    """Whether a JAX transformation (a jit, a grad, a vmap, ...) is tracing
+    the current call: else nothing can differentiate its result, and the
+    values need no rule. Unsure (another JAX) counts as transformed."""
+    with jax.extend.core.take_current_trace() as trace:
+        return type(trace).__name__ != "EvalTrace"
+
+
 def _trained_by_jet(traced, x, order, wrt):
     """The pure partials of the function `traced` (a closed jaxpr of `x`)
     by nested jvps, and their derivatives by the jvp of a jet.
 
-    The jaxpr's constants (the model's variables, traced by an outer
-    `jax.grad` in a training step) become arguments, so that the custom
-    rule, not nested jvps, is what the outer differentiation sees."""
+    Under a jvp (or a grad, through its linearization) the primal outputs
+    are the rule's: the jet's values, which agree with nested jvps to
+    rounding for the primitives of `_JET_SAFE` (the loss a training step
+    reports is the jet's). The jaxpr's constants (the model's variables,
+    traced by an outer `jax.grad` in a training step) become arguments, so
+    that the custom rule, not nested jvps, is what the outer
+    differentiation sees."""
 
     def partials_by(along):
         def partials(z, *consts):
@@ -138,7 +184,7 @@ def _trained_by_jet(traced, x, order, wrt):
 def _jet_traced(f, x, order, full_hessian):
     """The closed jaxpr of `f` at `x` where a jet differentiates its pure
     partials of `order`, else None."""
-    if order < JET_FROM_ORDER or full_hessian:
+    if not JET_AVAILABLE or order < JET_FROM_ORDER or full_hessian:
         return None
     traced = jax.make_jaxpr(f)(x)
     if len(traced.jaxpr.outvars) == 1 and _jet_safe(traced.jaxpr):
@@ -147,18 +193,20 @@ def _jet_traced(f, x, order, full_hessian):
 
 
 def differentiates_by_jet(f, x, order, full_hessian=False):
-    """Whether `nested_derivatives(f, x, order, full_hessian, ...)` is
-    differentiated (in a training step, or by any outer JAX transformation)
-    through a jet rather than nested jvps. Its values are nested jvps
-    either way."""
+    """Whether `nested_derivatives(f, x, order, full_hessian, ..., jet=True)`
+    is differentiated (in a training step, or by any outer JAX
+    transformation) through a jet rather than nested jvps. Its values are
+    nested jvps outside any transformation; under a jvp or grad they are
+    the jet's, equal to rounding."""
     return _jet_traced(f, jnp.asarray(x), order, full_hessian) is not None
 
 
-def nested_derivatives(f, x, order, full_hessian, wrt):
+def nested_derivatives(f, x, order, full_hessian, wrt, jet=False):
     x = jnp.asarray(x)
-    traced = _jet_traced(f, x, order, full_hessian)
-    if traced is not None:
-        return _trained_by_jet(traced, x, order, wrt)
+    if jet and JET_AVAILABLE and _transformed():
+        traced = _jet_traced(f, x, order, full_hessian)
+        if traced is not None:
+            return _trained_by_jet(traced, x, order, wrt)
     y, *partials = _pure_partials(_along, f, x, order, wrt)
     if not full_hessian:
         return [y, *partials]

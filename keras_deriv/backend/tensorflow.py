@@ -76,7 +76,8 @@ def _tiling(x, wrt):
     return xt, tf.tile(directions, [tf.shape(x)[0], 1])
 
 
-def nested_derivatives(f, x, order, full_hessian, wrt):
+def nested_derivatives(f, x, order, full_hessian, wrt, jet=False):
+    del jet  # JAX's alone (keras_deriv/backend/__init__.py)
     x = tf.convert_to_tensor(x)
     n = len(wrt)
     xt, direction = _tiling(x, list(wrt))

@@ -44,7 +44,8 @@ def _gradients(top, xt, keep_graph):
 # torch.compile (Keras's jit_compile=True) cannot compile double backward:
 # this part runs eagerly, the rest of a compiled step stays compiled.
 @torch.compiler.disable
-def nested_derivatives(f, x, order, full_hessian, wrt):
+def nested_derivatives(f, x, order, full_hessian, wrt, jet=False):
+    del jet  # JAX's alone (keras_deriv/backend/__init__.py)
     outer_grad = torch.is_grad_enabled()  # a training step will backprop
     n, wrt = len(wrt), list(wrt)
     with torch.enable_grad():

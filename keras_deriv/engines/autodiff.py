@@ -10,7 +10,7 @@ from keras import ops
 from keras_deriv import backend
 
 
-def derivatives(f, x, order, hessian, wrt, piecewise_linear=False):
+def derivatives(f, x, order, hessian, wrt, piecewise_linear=False, jet=False):
     """`[y, dy, d2y, ...]` of `f: (B, d) -> (B, m)` at `x`, with respect to
     the features `wrt` (d' of them).
 
@@ -21,6 +21,9 @@ def derivatives(f, x, order, hessian, wrt, piecewise_linear=False):
     For a `piecewise_linear` f (a ReLU net) the derivatives beyond the first
     are zero, and nested differentiation returns exact zeros for them, at
     the cost of a reverse pass each: they are made as zeros instead.
+
+    `jet=True` allows the backend to differentiate pure partials through a
+    jet (JAX; `f` must update no state in its call).
     """
     if piecewise_linear and order >= 2:
         y, dy = backend.get().nested_derivatives(f, x, 1, False, wrt)
@@ -33,7 +36,12 @@ def derivatives(f, x, order, hessian, wrt, piecewise_linear=False):
         }.get(hessian, zeros)
         return [y, dy, second] + [zeros] * (order - 2)
     levels = backend.get().nested_derivatives(
-        f, x, order, full_hessian=(hessian == "full" and order >= 2), wrt=wrt
+        f,
+        x,
+        order,
+        full_hessian=(hessian == "full" and order >= 2),
+        wrt=wrt,
+        jet=jet,
     )
     if hessian == "laplacian" and order >= 2:
         levels[2] = ops.sum(levels[2], axis=-1)

@@ -23,7 +23,7 @@ from keras_deriv.engines import (
 )
 from keras_deriv.errors import NotDifferentiableError, PrecisionWarning
 from keras_deriv.estimators import check_estimator
-from keras_deriv.graph.walk import fingerprint, walk
+from keras_deriv.graph.walk import KNOWN, MODEL, fingerprint, walk
 from keras_deriv.layers.input_layout import InputLayout
 from keras_deriv.layers.network_saving import network_entries, pop_network
 from keras_deriv.options import (
@@ -840,10 +840,23 @@ class DerivativeModel(keras.layers.Layer):
             if plan is not None:
                 return autodiff.named(f, x, plan.terms)
             return autodiff.derivatives(
-                f, x, order, hessian, wrt, piecewise_linear=piecewise
+                f,
+                x,
+                order,
+                hessian,
+                wrt,
+                piecewise_linear=piecewise,
+                jet=self._traceable_once(),
             )
         except NotDifferentiableError as err:
             self._raise_not_connected(x, cause=err)
+
+    def _traceable_once(self):
+        """Whether the model may be traced once and replayed (a JAX jet):
+        only registered layers and models of them, no custom, wrapper or
+        opaque layer, which is where updates of a layer's own state (e.g.
+        `SpectralNormalization` in training) live."""
+        return all(s.kind in (KNOWN, MODEL) for s in self._graph.all_steps())
 
     def _refuse_autodiff_fallback(self, why):
         """The Taylor engine gave up at call time (`why`): an error where
