@@ -197,9 +197,11 @@ def derivatives(
             a float array `(b, d)` with `b >= 1`, or a tuple whose first
             entry is one (the `(x, y)` or `(x, y, sample_weight)` batches of
             training data: the rest is ignored); all batches have the width
-            and dtype of the first, which is read at once. Batches of any
-            size share one compiled function: each is padded to, or split
-            into, chunks of `batch_size`.
+            and dtype of the first. Each batch is padded to, or split
+            into, chunks of `batch_size`, so batches of any size share one
+            compiled function. A list of batches or an iterable that is no
+            iterator (a torch `DataLoader`) is an error: pass
+            `iter(loader)`.
         order: highest derivative order, 1 to 4. Defaults to `2`.
         hessian: `"diagonal"`, `"full"` or `"laplacian"`, as in
             `DerivativeModel`. Defaults to `"diagonal"`.
@@ -208,7 +210,9 @@ def derivatives(
         batch_size: points per chunk; `None` evaluates up to 4096 points at
             a time (with `smoothing`, up to 65536 network evaluations, each
             point costing 1 + 64·d'); for a stream, as many as its first
-            batch holds, up to that bound. Defaults to `None`.
+            batch holds, up to that bound, grown to the next power of two
+            (up to that bound) for a later batch that holds more, one more
+            compiled shape each time. Defaults to `None`.
         method: `"auto"`, `"autodiff"` or `"taylor"`, as in
             `DerivativeModel`. Defaults to `"auto"`.
         smoothing: `None` for the exact derivatives, or a resolution σ (in
@@ -225,12 +229,18 @@ def derivatives(
             `.npy` file per output named after it (`y.npy`, `dy.npy`,
             `d2y.npy`, ...; with `partials`, `y.npy` and `<name>.npy`),
             created if missing. Existing files of those names are never
-            overwritten: they are an error, before anything is computed.
-            Each file is written under a temporary name and renamed when
-            complete, so an interrupted run leaves none under its final
-            name (a killed process may leave hidden `.tmp-*` files). A
-            stream's length need not be known, but an infinite one is an
-            error. Defaults to `None`.
+            overwritten: they are an error, before anything is computed
+            and before a stream's first batch is read. Each file is
+            written under a temporary name and given its name when all
+            are complete, by a hard link that fails where the name was
+            taken meanwhile (another writer): then none of this call's
+            files keeps its name. (Without hard links, the name is first
+            reserved as an empty file.) So an interrupted run leaves none
+            under its final name (a killed process may leave hidden
+            `.tmp-*` files). Output names must be portable file names
+            (letters, digits, `_`, `.`, `-`; no `CON`, `NUL`, ...; none
+            equal up to case). A stream's length need not be known, but
+            an infinite one is an error. Defaults to `None`.
         verbose: `0` (silent), `1` (a progress bar: points of an array,
             batches of a stream), `2` (one line at the end), or `"auto"`:
             a progress bar when standard output is a terminal (or a
@@ -256,10 +266,14 @@ def derivatives(
         ValueError: a bad option; `x` of the wrong shape, empty, or (with
             `out`) infinite; a batch of a stream of the wrong shape or
             width, or empty (the message names the batch, counting from 0).
-        TypeError: integer points, or a batch whose dtype differs from
-            the first's.
+        TypeError: integer points, a batch whose dtype differs from the
+            first's, or `x` an iterable that is neither an array nor an
+            iterator (pass `iter(x)`).
         FileExistsError: `out` names a file, or a directory that holds an
-            output's file already.
+            output's file already (or does by the time the files are named).
+
+    Not thread-safe: call it from one thread at a time per model (on JAX,
+    two threads' first calls on one model fail inside Keras).
 
     Examples:
         >>> import numpy as np, keras
@@ -293,6 +307,7 @@ def derivatives(
     verbose = streaming.check_verbose(verbose)
     stream = streaming.is_stream(x)
     if not stream:
+        streaming.refuse_batch_iterables(x)
         x = as_float_array(x)
     graph = walk(model, read_config=False)
     net = network_to_differentiate(model, graph)
@@ -365,23 +380,29 @@ def derivatives(
         paths = streaming.output_paths(out, evaluator.keys)
         pieces = _counted_in_points(evaluator.chunks(x, size), bar)
         return evaluator.pack(streaming.write_npy(paths, pieces))
-    batches = streaming.PointBatches(x)  # reads the first batch
+    batches = streaming.PointBatches(x)  # reads nothing yet
     if out is not None and batches.infinite:
         raise ValueError(
             "derivatives(): x is an infinite stream, so out= would never be "
             "complete. Take a finite part, e.g. dataset.take(n)."
         )
+    # out= checked before the first batch is read: an error leaves the
+    # stream whole, to retry with. The output names do not depend on the
+    # input width: an unbuilt layer knows them (and checks the options).
+    paths = None
+    if out is not None:
+        keys = DerivativeModel(model, **dict(options)).output_keys
+        paths = streaming.output_paths(out, keys)
+    batches.read_first()
     if estimator is None:
         evaluator = _cached_evaluator(
             model, batches.width, str(batches.dtype), options, graph
         )
     else:  # its own draws: a lazy stream may be read while another call runs
         evaluator = Evaluator(model, batches.width, str(batches.dtype), **dict(options))
-    size = batch_size or min(batches.first_size, evaluator.default_batch_size)
-    paths = None if out is None else streaming.output_paths(out, evaluator.keys)
     bar = streaming.progress_bar(verbose, batches.count, batches.count, unit="batch")
     pieces = streaming.counted(
-        (evaluator.evaluate(batch, size) for batch in batches), bar
+        streaming.evaluate_batches(evaluator, batches, batch_size), bar
     )
     if paths is None:
         return (evaluator.pack(values) for values in pieces)

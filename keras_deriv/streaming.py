@@ -4,17 +4,24 @@ the parts of `derivatives()` for more points than fit in memory."""
 import contextlib
 import itertools
 import os
+import re
 import sys
 
 import keras
 import numpy as np
 
-from keras_deriv.atomic_files import atomic_path
+from keras_deriv.atomic_files import atomic_paths
 
 # verbose="auto" shows a progress bar from this many chunks (or batches) on.
 AUTO_PROGRESS_CHUNKS = 16
 _VERBOSE = ("auto", 0, 1, 2)
 _END = object()
+# out= file names: portable on every common file system.
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_WINDOWS_RESERVED = {
+    "CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
+    *(f"{port}{i}" for port in ("COM", "LPT") for i in "123456789"),
+}  # fmt: skip
 
 
 def is_stream(x) -> bool:
@@ -29,6 +36,34 @@ def is_stream(x) -> bool:
         or hasattr(x, "as_numpy_iterator")
         or hasattr(x, "__next__")
     )
+
+
+def refuse_batch_iterables(x):
+    """A clear error where `x`, which is no stream, looks like batches of
+    points rather than an array of them: a list or tuple of 2-D arrays, or
+    an iterable that is neither an array nor an iterator (a torch
+    `DataLoader`, any object with `__iter__`), which NumPy would read as
+    one object."""
+    if isinstance(x, list | tuple):
+        if x and np.ndim(x[0]) == 2:
+            raise ValueError(
+                f"derivatives(): x is a {type(x).__name__} of {len(x)} arrays of "
+                "points, read as one array. To stream them as batches, pass "
+                "iter(x); for one array, np.concatenate(x)."
+            )
+        return
+    array_like = (
+        isinstance(x, np.ndarray | str | bytes)
+        or hasattr(x, "__array__")
+        or hasattr(x, "__array_interface__")
+        or hasattr(x, "__array_struct__")
+    )
+    if hasattr(x, "__iter__") and not array_like:
+        raise TypeError(
+            f"derivatives(): x is a {type(x).__name__}, iterable but neither an "
+            "array nor an iterator. If it yields batches of points (a torch "
+            "DataLoader, ...), pass iter(x) to stream them."
+        )
 
 
 def check_verbose(verbose):
@@ -75,20 +110,26 @@ class PointBatches:
     array `(b, d)` with `b >= 1`, or a tuple whose first entry is one (the
     `(x, y)` and `(x, y, sample_weight)` batches of training data; the
     other entries are ignored). Every batch has the width and dtype of the
-    first, which is read at once: they key the compiled function.
+    first, which `read_first()` reads: they key the compiled function.
 
     Attributes:
         count: the number of batches where the stream says it (a
             `PyDataset`'s `num_batches`, a `tf.data.Dataset`'s
             cardinality), else None.
         infinite: whether the stream says it never ends.
-        width, dtype: those of the first batch.
-        first_size: the number of points in the first batch.
+        width, dtype: those of the first batch, once read.
+        first_size: the number of points in the first batch, once read.
     """
 
     def __init__(self, x):
+        """Nothing is read yet: errors found before `read_first()` leave
+        the stream whole."""
         elements, self.count, self.infinite = _elements(x)
         self._elements = iter(elements)
+        self._first = None
+
+    def read_first(self):
+        """Read the first batch, which sets `width`, `dtype`, `first_size`."""
         first = next(self._elements, _END)
         if first is _END:
             raise ValueError("derivatives() got an empty stream: x gave no batches.")
@@ -99,7 +140,9 @@ class PointBatches:
     def __iter__(self):
         first, self._first = self._first, None  # hold no batch once passed on
         if first is None:
-            raise RuntimeError("A stream of point batches can be read only once.")
+            raise RuntimeError(
+                "A stream of point batches is read once, after read_first()."
+            )
         yield first
         for index, element in enumerate(self._elements, 1):
             yield self._check(element, index)
@@ -169,20 +212,15 @@ def _is_float(dtype):
 
 def output_paths(out, keys):
     """The file `out/<key>.npy` of each output, or a clear error where one
-    exists already (nothing is overwritten) or a key is no file name. The
-    directory is created if missing."""
+    exists already (nothing is overwritten) or a key is no portable file
+    name. The directory is created if missing."""
     out = os.fspath(out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise FileExistsError(
             f"out={out!r} is a file; out= names a directory that receives one "
             ".npy file per output."
         )
-    bad = [k for k in keys if k in (".", "..") or os.path.basename(k) != k or "\0" in k]
-    if bad:
-        raise ValueError(
-            f"out= writes one file per output, named after it; "
-            f"{', '.join(map(repr, bad))} is no file name. Rename those partials."
-        )
+    check_file_names(keys)
     paths = [os.path.join(out, f"{key}.npy") for key in keys]
     taken = [p for p in paths if os.path.exists(p)]
     if taken:
@@ -192,6 +230,39 @@ def output_paths(out, keys):
         )
     os.makedirs(out, exist_ok=True)
     return paths
+
+
+def check_file_names(keys):
+    """A clear error unless every key makes a file name that is the same
+    on every common file system: letters, digits, `_`, `.` and `-`, not
+    starting with `.` or `-`, not a name Windows reserves (`CON`, `NUL`,
+    `COM1`, ...), and no two equal up to case (macOS and Windows do not
+    tell `Y` from `y`)."""
+    bad = [
+        k
+        for k in keys
+        if not isinstance(k, str)
+        or not _FILE_NAME.fullmatch(k)
+        or k.split(".")[0].upper() in _WINDOWS_RESERVED
+    ]
+    if bad:
+        raise ValueError(
+            f"out= writes one file per output, named after it; "
+            f"{', '.join(map(repr, bad))} is no portable file name. Rename those "
+            "partials: letters, digits, '_', '.' and '-', not starting with "
+            "'.' or '-', and no name Windows reserves (CON, PRN, AUX, NUL, "
+            "COM1-9, LPT1-9)."
+        )
+    folded = {}
+    for key in keys:
+        folded.setdefault(key.casefold(), []).append(key)
+    clashes = [names for names in folded.values() if len(names) > 1]
+    if clashes:
+        raise ValueError(
+            "out= writes one file per output, named after it; "
+            f"{'; '.join(' and '.join(map(repr, c)) for c in clashes)} differ "
+            "only in case, one file on macOS and Windows. Rename those partials."
+        )
 
 
 class _NpyAppender:
@@ -241,17 +312,36 @@ class _NpyAppender:
 
 def write_npy(paths, pieces):
     """Append each piece (a list of arrays, one per output) to the file of
-    its output, then give the files their names, each whole or not at all,
-    and return them as read-only memory maps."""
-    with contextlib.ExitStack() as stack:
-        temporary = [stack.enter_context(atomic_path(path)) for path in paths]
-        appenders = []
-        for tmp in temporary:
-            appenders.append(_NpyAppender(tmp))
-            stack.callback(appenders[-1].close)  # closed before the renames
-        for values in pieces:
-            for appender, value in zip(appenders, values, strict=True):
-                appender.append(value)
-        for appender in appenders:
-            appender.finish()
+    its output, then give the files their names, all or none, never
+    replacing a file (one made meanwhile by another writer is a
+    FileExistsError), and return them as read-only memory maps."""
+    with atomic_paths(paths, replace=False) as temporary:
+        with contextlib.ExitStack() as stack:
+            appenders = []
+            for tmp in temporary:
+                appenders.append(_NpyAppender(tmp))
+                stack.callback(appenders[-1].close)  # closed before the renames
+            for values in pieces:
+                for appender, value in zip(appenders, values, strict=True):
+                    appender.append(value)
+            for appender in appenders:
+                appender.finish()
     return [np.load(path, mmap_mode="r") for path in paths]
+
+
+def evaluate_batches(evaluator, batches, batch_size):
+    """The outputs of `evaluator` (a list in its keys' order) for each
+    batch of `batches`, in chunks of `batch_size` points. Without one: the
+    first batch's size, up to the evaluator's default; where a later batch
+    holds more, the chunk grows to the next power of two (up to that
+    default again), so a small first batch does not split the later ones
+    into many calls. Each growth is one more compiled shape: at most
+    log2(default) + 1 of them, one in a stream of equal batches."""
+    size = batch_size
+    for batch in batches:
+        if size is None:
+            size = min(len(batch), evaluator.default_batch_size)
+        elif batch_size is None and len(batch) > size:
+            grown = 1 << (len(batch) - 1).bit_length()
+            size = max(size, min(grown, evaluator.default_batch_size))
+        yield evaluator.evaluate(batch, size)

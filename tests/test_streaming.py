@@ -215,11 +215,35 @@ def test_one_compiled_function_for_batches_of_any_size(x):
     per_chunk = CountCalls.calls - before  # 0 compiled, 1 eager
     assert per_chunk == (1 if BACKEND == "torch" else 0)
     before = CountCalls.calls
-    sizes = [10, 3, 25, 1, 7]  # batch_size=None: the first batch's, 10
+    sizes = [10, 3, 1, 7]  # batch_size=None: the first batch's, 10
     results = list(derivatives(net, iter(split(x, sizes)), verbose=0))
     assert [len(r[0]) for r in results] == sizes
-    chunks = 1 + 1 + 3 + 1 + 1  # 25 points: three chunks
-    assert CountCalls.calls - before == per_chunk * chunks
+    assert CountCalls.calls - before == per_chunk * len(sizes)
+    before = CountCalls.calls
+    sizes = [10, 3, 25, 1, 7]  # batch_size=5: 25 points are five chunks
+    results = list(derivatives(net, iter(split(x, sizes)), batch_size=5, verbose=0))
+    assert [len(r[0]) for r in results] == sizes
+    traced = 0 if BACKEND == "torch" else 1  # chunks of 5: one new shape
+    assert CountCalls.calls - before == traced + per_chunk * (2 + 1 + 5 + 1 + 2)
+
+
+def test_a_tiny_first_batch_does_not_split_the_later_ones(x, monkeypatch):
+    """Without batch_size, the chunk grows (to a power of two) for a later,
+    larger batch, instead of staying at the first batch's size."""
+    net = tanh_net()
+    calls = []
+    predict = keras.Model.predict_on_batch
+
+    def counting(self, chunk):
+        calls.append(len(chunk))
+        return predict(self, chunk)
+
+    monkeypatch.setattr(keras.Model, "predict_on_batch", counting)
+    many = np.resize(x, (2000, 2))
+    results = list(derivatives(net, iter([x[:1], many, x[:3]]), verbose=0))
+    assert [len(r[0]) for r in results] == [1, 2000, 3]
+    assert calls == [1, 2048, 2048]
+    np.testing.assert_allclose(results[1][2], derivatives(net, many)[2], atol=1e-6)
 
 
 def test_bad_streams_are_clear_errors(x, tmp_path):
@@ -254,7 +278,7 @@ def test_bad_streams_are_clear_errors(x, tmp_path):
     assert os.listdir(tmp_path / "taken") == ["dy.npy"]
     with pytest.raises(FileExistsError, match="is a file"):
         derivatives(net, x, out=tmp_path / "taken" / "dy.npy", verbose=0)
-    with pytest.raises(ValueError, match="no file name"):
+    with pytest.raises(ValueError, match="no portable file name"):
         derivatives(
             net,
             x,
@@ -263,6 +287,16 @@ def test_bad_streams_are_clear_errors(x, tmp_path):
             out=tmp_path / "named",
             verbose=0,
         )
+    with pytest.raises(ValueError, match=r"pass iter\(x\)"):
+        derivatives(net, [x[:5], x[:7]], verbose=0)  # a list of batches
+
+    class Loader:  # iterable, not an iterator: a torch DataLoader, ...
+        def __iter__(self):
+            return iter([x[:5], x[5:]])
+
+    with pytest.raises(TypeError, match=r"Loader.*pass iter\(x\)"):
+        derivatives(net, Loader(), verbose=0)
+    assert len(list(derivatives(net, iter(Loader()), verbose=0))) == 2
     for verbose in ("loud", True, 3):
         with pytest.raises(ValueError, match="verbose"):
             derivatives(net, x, verbose=verbose)
@@ -288,3 +322,68 @@ def test_progress_bar_follows_verbose(x, capsys):
     assert f"{len(SIZES)}/{len(SIZES)}" in capsys.readouterr().out  # batches
     list(derivatives(net, iter(split(x)), verbose=2))
     assert capsys.readouterr().out.count("\n") == 1  # one line at the end
+
+
+def test_out_is_checked_before_the_stream_is_read(x, tmp_path):
+    """An out= error leaves the stream whole: a retry writes every batch."""
+    net = tanh_net()
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "y.npy").write_bytes(b"mine")
+    batches = iter(split(x))
+    with pytest.raises(FileExistsError, match="y.npy"):
+        derivatives(net, batches, out=tmp_path / "taken", verbose=0)
+    with pytest.raises(ValueError, match="portable"):
+        derivatives(
+            net, batches, partials={"u:x": "x"}, variables="xy", out=tmp_path / "n"
+        )
+    y, dy, d2y = derivatives(net, batches, out=tmp_path / "fresh", verbose=0)
+    assert len(y) == len(x)
+    np.testing.assert_allclose(d2y, derivatives(net, x)[2], atol=1e-6)
+    del y, dy, d2y
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        (["u", "U"], "differ only in case"),
+        (["u:x"], "no portable file name"),
+        (["CON"], "no portable"),
+        (["nul"], "no portable"),
+        (["a\\b"], "no portable"),
+        ([".hidden"], "no portable"),
+    ],
+)
+def test_out_file_names_are_portable(x, tmp_path, names, message):
+    partials = dict.fromkeys(names, "x")
+    with pytest.raises(ValueError, match=message):
+        derivatives(tanh_net(), x, partials=partials, variables="xy", out=tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_a_file_made_meanwhile_is_never_replaced(x, tmp_path, monkeypatch, hard_links):
+    """A file another writer makes after the out= check (here: while the
+    stream is read) is left as it is: FileExistsError, and none of this
+    call's files keeps its name."""
+    if not hard_links:  # a file system without them: the fallback
+
+        def no_link(*args):
+            raise OSError(1, "hard links not supported")
+
+        monkeypatch.setattr(os, "link", no_link)
+    net = tanh_net()
+
+    def batches():
+        yield x[:30]
+        (tmp_path / "dy.npy").write_bytes(b"theirs")
+        yield x[30:]
+
+    with pytest.raises(FileExistsError, match="dy.npy"):
+        derivatives(net, batches(), out=tmp_path, verbose=0)
+    assert sorted(os.listdir(tmp_path)) == ["dy.npy"]
+    assert (tmp_path / "dy.npy").read_bytes() == b"theirs"
+    (tmp_path / "dy.npy").unlink()
+    y, dy, d2y = derivatives(net, iter(split(x)), out=tmp_path, verbose=0)
+    assert sorted(os.listdir(tmp_path)) == ["d2y.npy", "dy.npy", "y.npy"]
+    np.testing.assert_allclose(dy, derivatives(net, x)[1], atol=1e-6)
+    del y, dy, d2y
