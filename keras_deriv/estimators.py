@@ -154,7 +154,7 @@ def check_estimator(estimator):
     )
 
 
-def laplacian(features) -> dict:
+def laplacian(features: int | list) -> dict:
     """The Laplacian Σ_i ∂²/∂x_i² as a `partials` operator.
 
     Args:
