@@ -23,6 +23,7 @@ JAX keeps nested jvps.
 
 import inspect
 import math
+import threading
 
 import jax
 import jax.extend.core
@@ -144,12 +145,36 @@ def _eqn_safe(eqn):
     return True
 
 
+def _eval_trace_type():
+    """The type of the trace outside every transformation, or None if
+    unknown: read on a thread of its own (JAX's trace context is per
+    thread), so that an import inside a traced function reads it too."""
+    found = []
+
+    def read():
+        try:
+            with jax.extend.core.take_current_trace() as trace:
+                found.append(type(trace))
+        except AttributeError:  # another JAX: unknown
+            pass
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join()
+    return found[0] if found else None
+
+
+_EVAL_TRACE = _eval_trace_type()
+
+
 def _transformed():
     """Whether a JAX transformation (a jit, a grad, a vmap, ...) is tracing
     the current call: else nothing can differentiate its result, and the
     values need no rule. Unsure (another JAX) counts as transformed."""
+    if _EVAL_TRACE is None:
+        return True
     with jax.extend.core.take_current_trace() as trace:
-        return type(trace).__name__ != "EvalTrace"
+        return not isinstance(trace, _EVAL_TRACE)
 
 
 def _trained_by_jet(traced, x, order, wrt):

@@ -731,10 +731,11 @@ class DerivativeModel(keras.layers.Layer):
         if engine == "taylor" and self._layout is None:
             try:
                 y, dy, shape = taylor.along(self._graph, z, v, training)
+            except taylor.Unsupported:  # as _levels: the autodiff engine takes it
+                shape = None
+            if shape is not None:
                 self._check_output_shape(shape)
                 return y, dy
-            except taylor.Unsupported:
-                pass  # as _levels: the autodiff engine takes it
         return autodiff.along(lambda u: self._flat_output(u, training, z.dtype), z, v)
 
     def _named_partials(self, x, training, engine, dtype):
