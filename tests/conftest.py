@@ -202,3 +202,31 @@ def assert_gradients_match_differences(loss, weights, grads, eps, tol, entries=N
             got,
             fd,
         )
+
+
+def assert_named_output_trains(layer, x, name):
+    """Weight gradients of mean(output `name`²) of a `DerivativeModel` with
+    `partials` (a dict of outputs) against central differences in the
+    weights of its wrapped network."""
+
+    class AsList(keras.layers.Layer):
+        """The layer's outputs as a list, `name` at index 2, for the helper."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def call(self, x):
+            out = self.inner(x)
+            return [out["y"], out["y"], out[name]]
+
+    weights = layer.model.trainable_variables
+    loss, grads = weight_gradients(AsList(layer), x, weights, level=2)
+    assert loss > 1e-3
+    assert_gradients_match_differences(
+        lambda: np.mean(to_numpy(layer(x)[name]) ** 2),
+        weights,
+        grads,
+        eps=1e-5 if FLOAT64 else 3e-3,
+        tol=1e-6 if FLOAT64 else 3e-2,  # float32 central differences
+    )

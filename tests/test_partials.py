@@ -15,13 +15,11 @@ import keras
 import numpy as np
 import pytest
 from conftest import (
-    FLOAT64,
     assert_close,
-    assert_gradients_match_differences,
+    assert_named_output_trains,
     f64,
     mlp,
     to_numpy,
-    weight_gradients,
 )
 
 from keras_deriv import DerivativeModel, derivatives
@@ -203,28 +201,7 @@ def test_weight_gradients_of_a_loss_on_a_mixed_partial(method):
     net = mlp(2, (6,), 1, activation="tanh", seed=11)
     x = f64(np.random.default_rng(0).uniform(-1, 1, size=(4, 2)))
     layer = DerivativeModel(net, partials={"u_xt": "xt"}, variables="xt", method=method)
-
-    class Mixed(keras.layers.Layer):
-        """The layer's outputs as a list, u_xt at index 2, for the helper."""
-
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def call(self, x):
-            out = self.inner(x)
-            return [out["y"], out["y"], out["u_xt"]]
-
-    weights = net.trainable_variables
-    loss, grads = weight_gradients(Mixed(layer), x, weights, level=2)
-    assert loss > 1e-3
-    assert_gradients_match_differences(
-        lambda: np.mean(to_numpy(layer(x)["u_xt"]) ** 2),
-        weights,
-        grads,
-        eps=1e-5 if FLOAT64 else 3e-3,
-        tol=1e-6 if FLOAT64 else 3e-2,  # float32 central differences
-    )
+    assert_named_output_trains(layer, x, "u_xt")
 
 
 def test_a_heat_residual_trains_with_losses_and_sample_weights_by_name(tmp_path):
