@@ -1,23 +1,32 @@
 """keras_deriv against its peers on TensorFlow, side by side in one process.
 
     KERAS_BACKEND=tensorflow python benchmarks/peers.py [--repeats 50]
-        [--points 1000] [--workloads W1,W2,W3,W4,W5] [--xla | --no-xla]
+        [--points 1000] [--workloads W1,W2,W3,W4,W5]
+        [--modes plain,xla | --xla | --no-xla]
 
 Needs the `bench` extra (`pip install -e .[bench]`) for DeepXDE; without
 it that peer is skipped with the reason printed.
 
-For each workload: a table of median milliseconds (medians of `--repeats`
-calls after a warm-up, every call on new points, all rows interleaved round
-by round so that a load change on a shared machine hits every row alike),
-the ratio to the plain forward pass, the ratio to the fastest peer, and the
-issue's target beside them with a verdict. Before timing, every row's output
-is checked against ours (autodiff) to 1e-4 relative; a mismatch is printed
-in capitals. Each row is also probed once with new input values: a row
-whose compiled program is specialised on the values of x (XLA then
-recompiles for every new input, and repeated calls on one input only copy
-cached results) is marked (!) and timed per call on new points.
+Every row runs in each compilation mode of `--modes` (default both):
+"plain", `tf.function(fn)`, and "xla", `tf.function(fn, jit_compile=True)`;
+"auto" is what `model.fit` resolves `jit_compile="auto"` to here (below).
+`--xla` is `--modes xla`, `--no-xla` is `--modes plain`.
 
-Compilation: everything is compiled as `model.fit` compiles it. Keras 3
+For each workload: a table of median milliseconds (medians of `--repeats`
+calls after a warm-up, every call on new points, all rows of all modes
+interleaved round by round, in an order rotated every round, so that a load
+change on a shared machine hits every row alike), per mode, with the ratio
+to the plain forward pass and to the hand-written reference of the same
+mode; then the targets with a verdict. Before timing, every row's output in
+every mode is checked against every other's to 1e-4 relative; a mismatch
+is printed in capitals and the script exits with status 1 at the end. Each
+row is also probed once with new input values: a row whose compiled program
+is specialised on the values of x (XLA then recompiles for every new input,
+and repeated calls on one input only copy cached results) is marked (!) and
+timed per call on new points, compilation included; its ratio is not a
+speed. At the end, a Markdown table of every workload.
+
+Compilation: `model.fit` compiles as follows. Keras 3
 `compile(jit_compile="auto")` resolves `"auto"` in
 `keras/src/trainers/trainer.py` (`Trainer._resolve_auto_jit_compile`): on
 TensorFlow it returns False when no non-CPU device is visible ("Disable XLA
@@ -25,11 +34,9 @@ on CPU-only machines"), else `model_supports_jit(...)`; the TF trainer
 (`keras/src/backend/tensorflow/trainer.py`, `_make_function`) then wraps the
 train step in `tf.function(jit_compile=self.jit_compile)`. So on a CPU-only
 machine `fit` runs plain `tf.function` graphs, *not* XLA; with a GPU it uses
-`tf.function(jit_compile=True)`. The default here asks Keras (a compiled
-probe model's `.jit_compile`) and does the same; the header says which.
-`--xla` forces `tf.function(jit_compile=True)`, `--no-xla` plain
-`tf.function`. DeepXDE's TF2 backend makes the same choice (XLA only with a
-GPU, `deepxde/config.py`).
+`tf.function(jit_compile=True)`. The header says which mode `fit` would use
+here (a compiled probe model's `.jit_compile`). DeepXDE's TF2 backend makes
+the same choice (XLA only with a GPU, `deepxde/config.py`).
 
 Rows. Ours: `DerivativeModel(net, order=2, hessian=..., method=...)` in a
 `keras.Model`, called with `training=False` inside the compiled function.
@@ -64,7 +71,7 @@ that only imports, builds the net and makes x, and its rate against one
 batch of the default chunk size. (Not `ru_maxrss`/`RUSAGE_CHILDREN`: on
 Linux a child's ru_maxrss includes its parent's size at fork, here the
 ~1 GB of this process.) W5 uses `derivatives()` as a user calls it,
-compiled as `predict` compiles it (the `--xla` flags do not apply).
+compiled as `predict` compiles it (`--modes` does not apply).
 """
 
 import argparse
@@ -91,19 +98,28 @@ from keras_deriv import DerivativeModel  # noqa: E402
 
 TOLERANCE = 1e-4
 ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+MODES = ("plain", "xla")
+MODE_NAMES = {"plain": "tf.function", "xla": "XLA"}
+XLA_TARGET = 1.1  # ours / hand-written reference, under XLA
 
 
 @dataclasses.dataclass
 class Row:
-    """One timed method: `fn(x)` is compiled; `check(x)` gives the values
-    compared against the reference row (None: not compared)."""
+    """One timed method in one compilation mode: `fn(x)` is compiled;
+    `check(x)` gives the values compared against the other rows' (None: not
+    compared)."""
 
     key: str
     label: str
     kind: str  # "forward", "ours", "peer", "hand"
     fn: Callable
     check: Callable | None = None
+    mode: str = "plain"  # "plain" or "xla"
     per_value: bool = False  # recompiles for every new input value
+
+    @property
+    def id(self):
+        return self.key, self.mode
 
 
 # -- networks ---------------------------------------------------------------
@@ -144,8 +160,8 @@ def fit_jit_compile():
     return bool(probe.jit_compile)
 
 
-def compiled(fn, xla):
-    return tf.function(fn, jit_compile=xla)
+def compiled(fn, mode):
+    return tf.function(fn, jit_compile=mode == "xla")
 
 
 def or_zeros(t, like):
@@ -397,16 +413,16 @@ def first_calls(rows, x, new_x):
     values, failed = {}, {}
 
     def attempt(row, action):
-        if row.key in failed:
+        if row.id in failed:
             return
         try:
             action(row)
         except Exception as err:  # noqa: BLE001 - report and drop the row
-            failed[row.key] = f"{type(err).__name__}: {err}"
+            failed[row.id] = f"{type(err).__name__}: {err}"
 
     def check(row):
         if row.check is not None:
-            values[row.key] = to_numpy(row.check(x))
+            values[row.id] = to_numpy(row.check(x))
 
     def compile_and_probe(row):
         to_numpy(row.fn(x))
@@ -416,47 +432,54 @@ def first_calls(rows, x, new_x):
         for row in rows:
             attempt(row, action)
     for row in rows:
-        if row.key in failed:
-            print(f"  FAILED {row.label}: {failed[row.key]}"[:400])
-    return [row for row in rows if row.key not in failed], values
+        if row.id in failed:
+            print(f"  FAILED {name(row)}: {failed[row.id]}"[:400])
+    return [row for row in rows if row.id not in failed], values
 
 
-def verify(rows, values, reference_key):
-    reference = values.get(reference_key)
-    if reference is None:
-        print(f"  check: no reference ({reference_key}) to compare with")
-        return
-    errors = {
-        row.label: relative_error(values[row.key], reference)
-        for row in rows
-        if row.key != reference_key and row.key in values
-    }
-    bad = {label: err for label, err in errors.items() if not err <= TOLERANCE}
-    for label, err in bad.items():
-        print(f"  !!! CHECK FAILED: {label} differs from ours (autodiff) by {err:.2e}")
+def name(row):
+    return f"{row.label} ({MODE_NAMES[row.mode]})"
+
+
+MISMATCHES = []  # names of the rows whose check failed, for the exit status
+
+
+def verify(rows, values):
+    """Every checked row against every other, in every mode."""
+    checked = [row for row in rows if row.id in values]
+    errors = {}
+    for i, a in enumerate(checked):
+        for b in checked[i + 1 :]:
+            errors[name(a), name(b)] = relative_error(values[a.id], values[b.id])
+    bad = {pair: err for pair, err in errors.items() if not err <= TOLERANCE}
+    for (a, b), err in bad.items():
+        print(f"  !!! CHECK FAILED: {a} differs from {b} by {err:.2e}")
+        MISMATCHES.append(f"{a} / {b}")
     if errors and not bad:
-        label = max(errors, key=errors.get)
+        a, b = max(errors, key=errors.get)
         print(
-            f"  check: every row matches ours (autodiff) within {TOLERANCE:g} "
-            f"relative (worst {errors[label]:.1e}: {label})"
+            f"  check: all {len(checked)} rows agree within {TOLERANCE:g} relative "
+            f"(worst {errors[a, b]:.1e}: {a} / {b})"
         )
 
 
 def median_ms(rows, xs, repeats, warmup=3):
     """Median ms of each row on new points at every call (`xs`, one input
-    per round), the rows interleaved round by round. A row that recompiles
-    per input value gets the median of 3 calls on new points instead."""
+    per round), the rows interleaved round by round, their order rotated
+    every round. A row that recompiles per input value gets the median of
+    3 calls on new points instead."""
     timed = [row for row in rows if not row.per_value]
     for row in timed:
         for i in range(warmup):
             to_numpy(row.fn(xs[i % len(xs)]))
-    times = {row.key: [] for row in rows}
+    times = {row.id: [] for row in rows}
     for r in range(repeats):
-        for row in timed:
-            times[row.key].append(seconds(row.fn, xs[r % len(xs)]))
+        shift = r % len(timed) if timed else 0
+        for row in timed[shift:] + timed[:shift]:
+            times[row.id].append(seconds(row.fn, xs[r % len(xs)]))
     for row in rows:
         if row.per_value:
-            times[row.key] = [seconds(row.fn, x) for x in xs[-3:]]
+            times[row.id] = [seconds(row.fn, x) for x in xs[-3:]]
     return {key: 1e3 * float(np.median(t)) for key, t in times.items()}
 
 
@@ -465,18 +488,57 @@ def fastest_peer(rows, ms):
     return min(peers, key=lambda row: ms[row.key], default=None)
 
 
-def print_table(rows, ms):
-    forward = next((ms[r.key] for r in rows if r.kind == "forward"), None)
-    best = fastest_peer(rows, ms)
-    print(f"  {'method':<48}{'ms':>10}{'x forward':>11}{'x fastest peer':>16}")
+def modes_of(rows):
+    return [mode for mode in MODES if any(row.mode == mode for row in rows)]
+
+
+def of_mode(rows, ms, mode):
+    """The rows of one mode, and their ms by key."""
+    picked = [row for row in rows if row.mode == mode]
+    return picked, {row.key: ms[row.id] for row in picked}
+
+
+def methods(rows):
+    """(label [kind], {mode: row}) of each method, in the rows' order."""
+    grouped = {}
     for row in rows:
-        t = ms[row.key]
-        fwd = f"{t / forward:10.2f}x" if forward else f"{'-':>11}"
-        peer = f"{t / ms[best.key]:15.2f}x" if best else f"{'-':>16}"
-        label = f"{row.label} [{row.kind}]" + (" (!)" if row.per_value else "")
-        print(f"  {label:<48}{t:10.3f}{fwd}{peer}")
-    if best:
-        print(f"  fastest peer: {best.label}")
+        grouped.setdefault(row.key, (row, {}))[1][row.mode] = row
+    return [(first, by_mode) for first, by_mode in grouped.values()]
+
+
+def cell(row, ms, forward, hand):
+    """ms, x forward, x hand of one row ("-" where there is no such row or
+    the row recompiles per input value: its time is then no speed)."""
+    t = ms[row.id]
+    if row.per_value:
+        return f"{t:.1f} (!)", "-", "-"
+    ratio = lambda ref: f"{t / ref:.2f}x" if ref else "-"  # noqa: E731
+    return f"{t:.3f}", ratio(forward), ratio(hand)
+
+
+def print_table(rows, ms):
+    """One line per method; per mode: ms, x forward, x hand-written."""
+    modes = modes_of(rows)
+    refs = {}
+    for mode in modes:
+        _, mode_ms = of_mode(rows, ms, mode)
+        refs[mode] = mode_ms.get("forward"), mode_ms.get("hand")
+    top = f"  {'':<46}"
+    head = f"  {'method':<46}"
+    for mode in modes:
+        top += f"{MODE_NAMES[mode]:^34}"
+        head += f"{'ms':>14}{'x forward':>10}{'x hand':>10}"
+    print(top)
+    print(head)
+    for first, by_mode in methods(rows):
+        line = f"  {first.label + ' [' + first.kind + ']':<46}"
+        for mode in modes:
+            if mode not in by_mode:
+                line += f"{'-':>14}{'':>10}{'':>10}"
+                continue
+            t, fwd, hand = cell(by_mode[mode], ms, *refs[mode])
+            line += f"{t:>14}{fwd:>10}{hand:>10}"
+        print(line)
     if any(row.per_value for row in rows):
         print(
             "  (!) recompiles for every new input value (XLA specialises on the "
@@ -484,14 +546,66 @@ def print_table(rows, ms):
         )
 
 
-def run_rows(rows, x, xs, repeats, reference="autodiff"):
+SUMMARY = []  # (workload, rows, ms) of every workload run, for the Markdown
+
+
+def run_rows(rows, x, xs, repeats, workload):
     """Check, time and print `rows`: x for the checks, xs (distinct inputs)
-    for the timing. Returns (ms by key, the rows that ran)."""
+    for the timing. Returns (ms by row id, the rows that ran)."""
     rows, values = first_calls(rows, x, xs[0])  # not among xs[-3:]
-    verify(rows, values, reference)
+    verify(rows, values)
     ms = median_ms(rows, xs, repeats)
     print_table(rows, ms)
+    SUMMARY.append((workload, rows, ms))
     return ms, rows
+
+
+def report_hand(rows, ms, reference):
+    """The target of every ours row under XLA: within XLA_TARGET of the
+    hand-written reference of the same mode."""
+    picked, mode_ms = of_mode(rows, ms, "xla")
+    if not picked or "hand" not in mode_ms:
+        return
+    print(f"  target (XLA): ours <= {XLA_TARGET}x the {reference}")
+    for row in picked:
+        if row.kind == "ours":
+            ratio = mode_ms[row.key] / mode_ms["hand"]
+            print(f"    {row.label}: {ratio:.2f}x {verdict(ratio <= XLA_TARGET)}")
+
+
+def per_mode(report, rows, ms):
+    """Call report(ms by key, rows) once per mode, under the mode's name."""
+    for mode in modes_of(rows):
+        print(f"  [{MODE_NAMES[mode]}]")
+        picked, mode_ms = of_mode(rows, ms, mode)
+        report(mode_ms, picked)
+
+
+def print_markdown():
+    """Every workload's table as one Markdown table, for the docs."""
+    modes = [m for m in MODES if any(m in modes_of(r) for _, r, _ in SUMMARY)]
+    head = "| workload | method |"
+    rule = "|---|---|"
+    for mode in modes:
+        head += f" {MODE_NAMES[mode]} ms | × hand |"
+        rule += "---|---|"
+    print(
+        "\nMarkdown (ms, and the ratio to the hand-written reference of the "
+        "same mode; (!) recompiles per input value: ms per call, compiling):\n"
+    )
+    print(head)
+    print(rule)
+    for workload, rows, ms in SUMMARY:
+        for first, by_mode in methods(rows):
+            line = f"| {workload} | {first.label} |"
+            for mode in modes:
+                if mode not in by_mode:
+                    line += " | |"
+                    continue
+                hand = ms.get(("hand", mode))
+                t, _, ratio = cell(by_mode[mode], ms, None, hand)
+                line += f" {t} | {ratio.replace('x', '×')} |"
+            print(line)
 
 
 def fresh_inputs(n, d, repeats):
@@ -507,7 +621,7 @@ def verdict(ok):
 # -- W1, W2, W3: derivatives of one batch -----------------------------------------
 
 
-def derivative_rows(net, d, hessian, dde, dde_reason, xla):
+def derivative_rows(net, d, hessian, dde, dde_reason, modes):
     laplacian = hessian == "laplacian"
     rows = [
         Row("forward", "forward net(x)", "forward", lambda x: net(x, training=False))
@@ -547,10 +661,12 @@ def derivative_rows(net, d, hessian, dde, dde_reason, xla):
     else:
         print(f"  SKIPPED DeepXDE: {dde_reason}")
     rows.append(Row(*hand[:2], "hand", hand[2]))
-    for row in rows:
-        row.fn = compiled(row.fn, xla)
-        row.check = row.fn
-    return rows
+    return [
+        Row(row.key, row.label, row.kind, fn, fn, mode)
+        for mode in modes
+        for row in rows
+        for fn in [compiled(row.fn, mode)]
+    ]
 
 
 def report_w1(ms, rows):
@@ -599,17 +715,21 @@ def report_w3(ms, rows):
 
 
 def derivative_workload(title, make_net, d, hessian, report, args, dde):
+    reference = "hand-written " + (
+        "forward Laplacian" if hessian == "laplacian" else "Taylor pass"
+    )
     print(f"\n== {title}")
     keras.utils.set_random_seed(0)
     net = make_net()
     x, xs = points(args.points, d), fresh_inputs(args.points, d, args.repeats)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", keras_deriv.ZeroCurvatureWarning)
-        rows = derivative_rows(net, d, hessian, *dde, args.xla)
+        rows = derivative_rows(net, d, hessian, *dde, args.modes)
     if any(issubclass(w.category, keras_deriv.ZeroCurvatureWarning) for w in caught):
         print("  (ours warned ZeroCurvatureWarning at build: expected, a ReLU net)")
-    ms, rows = run_rows(rows, x, xs, args.repeats)
-    report(ms, rows)
+    ms, rows = run_rows(rows, x, xs, args.repeats, title.split()[0])
+    per_mode(report, rows, ms)
+    report_hand(rows, ms, reference)
 
 
 # -- W4: one training step through y'' -------------------------------------------
@@ -622,7 +742,7 @@ def pinn_loss(y, d2y, x):
     return tf.reduce_mean(tf.square(d2y + s)) + tf.reduce_mean(tf.square(y - s))
 
 
-def train_step(loss_of, variables, xla):
+def train_step(loss_of, variables, mode):
     """One compiled Adam step: loss_of(x) under a tape over the weights."""
     optimizer = keras.optimizers.Adam(1e-3)
     optimizer.build(variables)
@@ -633,16 +753,16 @@ def train_step(loss_of, variables, xla):
         optimizer.apply(tape.gradient(loss, variables), variables)
         return loss
 
-    return compiled(step, xla)
+    return compiled(step, mode)
 
 
-def loss_gradients(loss_of, variables, xla):
+def loss_gradients(loss_of, variables, mode):
     def grads(x):
         with tf.GradientTape() as tape:
             loss = loss_of(x)
         return [loss, *tape.gradient(loss, variables)]
 
-    return compiled(grads, xla)
+    return compiled(grads, mode)
 
 
 def training_losses(net, dde):
@@ -676,12 +796,17 @@ def training_losses(net, dde):
     return losses
 
 
-def training_rows(net, dde, xla):
+def training_rows(net, dde, modes):
+    """Each step in each mode, with its own optimizer; all share the net's
+    weights."""
     variables = net.trainable_variables
     rows = []
-    for key, label, kind, loss_of in training_losses(net, dde):
-        check = None if kind == "forward" else loss_gradients(loss_of, variables, xla)
-        rows.append(Row(key, label, kind, train_step(loss_of, variables, xla), check))
+    for mode in modes:
+        for key, label, kind, loss_of in training_losses(net, dde):
+            grads = loss_gradients(loss_of, variables, mode)
+            step = train_step(loss_of, variables, mode)
+            check = None if kind == "forward" else grads
+            rows.append(Row(key, label, kind, step, check, mode))
     return rows
 
 
@@ -708,10 +833,9 @@ def fit_ms_per_step(model, n, steps, targets_of):
     return 1e3 * float(np.median(times))
 
 
-def fit_report(net, args, step_ms):
+def fit_report(net, args, step_ms, jit):
     """Informative: `model.fit` steps of a model whose outputs are
     DerivativeModel's, beside `fit` of the bare net (fit's own overhead)."""
-    jit = "auto" if args.xla_mode == "auto" else args.xla
     steps = max(10, args.repeats)
     model = fit_model(net, jit)
     ms = fit_ms_per_step(
@@ -739,16 +863,23 @@ def w4(args, dde):
     x = points(args.points, 1)
     if dde[0] is None:
         print(f"  SKIPPED DeepXDE: {dde[1]}")
-    rows = training_rows(net, dde[0], args.xla)
-    print("  (check: loss and weight gradients against ours (autodiff))")
+    rows = training_rows(net, dde[0], args.modes)
+    print("  (check: the loss and the weight gradients)")
     xs = fresh_inputs(args.points, 1, args.repeats)
-    ms, rows = run_rows(rows, x, xs, args.repeats)
+    ms, rows = run_rows(rows, x, xs, args.repeats, "W4")
+    per_mode(report_w4, rows, ms)
+    report_hand(rows, ms, "hand-written Taylor pass step")
+    for mode in modes_of(rows):
+        step_ms = ms.get(("autodiff", mode), float("nan"))
+        fit_report(net, args, step_ms, mode == "xla")
+
+
+def report_w4(ms, rows):
     print("  target: ours <= 1.0x the nested-tape step")
     for key in ("autodiff", "taylor"):
         if key in ms and "tape" in ms:
             ratio = ms[key] / ms["tape"]
             print(f"    ours {key}: {ratio:.2f}x the tape step {verdict(ratio <= 1.0)}")
-    fit_report(net, args, ms.get("autodiff", float("nan")))
 
 
 # -- W5: derivatives() on many points, in subprocesses ---------------------------
@@ -850,19 +981,19 @@ def cpu_name():
 def header(args, dde_module):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     dde = getattr(dde_module, "__version__", "not loaded")
-    mode = "XLA, tf.function(jit_compile=True)" if args.xla else "plain tf.function"
-    how = (
-        "as fit resolves jit_compile='auto' here"
-        if args.xla_mode == "auto"
-        else ("forced by flag")
+    modes = " and ".join(
+        "XLA, tf.function(jit_compile=True)" if mode == "xla" else "plain tf.function"
+        for mode in args.modes
     )
+    fit = "XLA" if fit_jit_compile() else "plain tf.function"
     print(
         f"backend {keras.backend.backend()}, keras {keras.__version__}, tensorflow "
         f"{tf.__version__}, deepxde {dde}, keras_deriv {keras_deriv.__version__}"
     )
     print(
         f"{cpu_name()}, {os.cpu_count()} cores ({cores} usable), {args.points} "
-        f"points, median of {args.repeats} after warm-up; compiled: {mode} ({how})"
+        f"points, median of {args.repeats} after warm-up; compiled: {modes} "
+        f"(model.fit's jit_compile='auto' is {fit} here)"
     )
 
 
@@ -872,9 +1003,13 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--workloads", default=",".join(ALL_WORKLOADS))
     xla = parser.add_mutually_exclusive_group()
-    xla.add_argument("--xla", dest="xla_mode", action="store_const", const="on")
-    xla.add_argument("--no-xla", dest="xla_mode", action="store_const", const="off")
-    parser.set_defaults(xla_mode="auto")
+    xla.add_argument(
+        "--modes",
+        default="plain,xla",
+        help="comma-separated: plain, xla, auto (what model.fit would use here)",
+    )
+    xla.add_argument("--xla", dest="modes", action="store_const", const="xla")
+    xla.add_argument("--no-xla", dest="modes", action="store_const", const="plain")
     parser.add_argument("--w5-points", type=int, default=1_000_000)
     parser.add_argument(
         "--w5-child", choices=("baseline", "run"), help=argparse.SUPPRESS
@@ -886,6 +1021,11 @@ def parse_args(argv=None):
         parser.error(
             f"unknown workloads {sorted(unknown)}; choose from {ALL_WORKLOADS}"
         )
+    modes = [m.strip().lower() for m in args.modes.split(",") if m.strip()]
+    unknown = set(modes) - {*MODES, "auto"}
+    if unknown or not modes:
+        parser.error(f"unknown modes {sorted(unknown)}; choose from plain, xla, auto")
+    args.modes = modes
     return args
 
 
@@ -895,8 +1035,9 @@ def main(argv=None):
     tf.get_logger().setLevel("ERROR")
     if args.w5_child:
         return w5_child(args.w5_child, args.w5_points)
-    modes = {"on": True, "off": False}
-    args.xla = modes[args.xla_mode] if args.xla_mode in modes else fit_jit_compile()
+    auto = "xla" if fit_jit_compile() else "plain"
+    modes = {auto if mode == "auto" else mode for mode in args.modes}
+    args.modes = [mode for mode in MODES if mode in modes]
     needs_dde = any(w in args.workloads for w in ("W1", "W2", "W3", "W4"))
     dde = load_deepxde() if needs_dde else (None, "not needed")
     header(args, dde[0])
@@ -915,6 +1056,11 @@ def main(argv=None):
         w4(args, dde)
     if "W5" in args.workloads:
         w5(args)
+    if SUMMARY:
+        print_markdown()
+    if MISMATCHES:
+        print(f"\n!!! {len(MISMATCHES)} CHECK FAILURES (see above)")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
