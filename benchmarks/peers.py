@@ -14,17 +14,19 @@ Every row runs in each compilation mode of `--modes` (default both):
 
 For each workload: a table of median milliseconds (medians of `--repeats`
 calls after a warm-up, every call on new points, all rows of all modes
-interleaved round by round, in an order rotated every round, so that a load
-change on a shared machine hits every row alike), per mode, with the ratio
-to the plain forward pass and to the hand-written reference of the same
-mode; then the targets with a verdict. Before timing, every row's output in
-every mode is checked against every other's to 1e-4 relative; a mismatch
-is printed in capitals and the script exits with status 1 at the end. Each
-row is also probed once with new input values: a row whose compiled program
-is specialised on the values of x (XLA then recompiles for every new input,
-and repeated calls on one input only copy cached results) is marked (!) and
-timed per call on new points, compilation included; its ratio is not a
-speed. At the end, a Markdown table of every workload.
+interleaved round by round, so that a load change on a shared machine hits
+every row alike; within a round, each mode's rows in a random order, after
+one untimed call that absorbs the cost of switching modes), per mode, with
+the ratio to the plain forward pass and to the hand-written reference of
+the same mode; then the targets with a verdict. Before timing, every row's
+output in every mode is checked against every other's to 1e-4 relative; a
+mismatch is printed in capitals and the script exits with status 1 at the
+end. Each row is also probed once with new input values: a row whose
+compiled program is specialised on the values of x (XLA then recompiles
+for every new input, and repeated calls on one input only copy cached
+results) is marked (!) and timed per call on new points, compilation
+included; its ratio is not a speed. At the end, a Markdown table of every
+workload.
 
 Compilation: `model.fit` compiles as follows. Keras 3
 `compile(jit_compile="auto")` resolves `"auto"` in
@@ -465,18 +467,26 @@ def verify(rows, values):
 
 def median_ms(rows, xs, repeats, warmup=3):
     """Median ms of each row on new points at every call (`xs`, one input
-    per round), the rows interleaved round by round, their order rotated
-    every round. A row that recompiles per input value gets the median of
-    3 calls on new points instead."""
+    per round), the rows interleaved round by round. In a round each mode's
+    rows run together, in a new random order (a fixed or rotated order
+    keeps each row behind the same row), the modes in turn first; one
+    untimed call precedes each mode's rows: an XLA call right after plain
+    `tf.function` calls runs ~1.3x slower, only the first. A row that
+    recompiles per input value gets the median of 3 calls on new points
+    instead."""
     timed = [row for row in rows if not row.per_value]
     for row in timed:
         for i in range(warmup):
             to_numpy(row.fn(xs[i % len(xs)]))
     times = {row.id: [] for row in rows}
+    rng = np.random.default_rng(0)
+    blocks = [[row for row in timed if row.mode == mode] for mode in modes_of(timed)]
     for r in range(repeats):
-        shift = r % len(timed) if timed else 0
-        for row in timed[shift:] + timed[:shift]:
-            times[row.id].append(seconds(row.fn, xs[r % len(xs)]))
+        x = xs[r % len(xs)]
+        for block in blocks if r % 2 == 0 else blocks[::-1]:
+            to_numpy(block[0].fn(x))  # untimed: the first call after a switch
+            for i in rng.permutation(len(block)):
+                times[block[i].id].append(seconds(block[i].fn, x))
     for row in rows:
         if row.per_value:
             times[row.id] = [seconds(row.fn, x) for x in xs[-3:]]
